@@ -1,0 +1,65 @@
+"""The registry of every public mmrep layer with an example input.
+
+Each entry is a `LayerCase` that the conformance tests (tests/test_conformance.py) run
+through every check of the shared harness. A public layer without an entry makes
+tests/test_registry.py fail: adding a layer to mmrep means adding it here.
+"""
+
+import numpy as np
+
+from mmrep.fusion import ConcatFusion
+from tests.harness import LayerCase
+
+
+def _features(batch=4, **dims):
+    rng = np.random.default_rng(0)
+    return {m: rng.standard_normal((batch, d)).astype("float32") for m, d in dims.items()}
+
+
+def _presence():
+    # Every pattern a batch of 4 can hold for two modalities except "none present".
+    return {"presence": np.array([[1, 1], [1, 0], [0, 1], [1, 1]], "float32")}
+
+
+def _sequence_features():
+    rng = np.random.default_rng(1)
+    return {
+        "audio": rng.standard_normal((4, 3, 5)).astype("float32"),
+        "video": rng.standard_normal((4, 3, 7)).astype("float32"),
+    }
+
+
+REGISTRY = [
+    LayerCase(
+        name="concat_projection_l2_presence",
+        layer_cls=ConcatFusion,
+        init_kwargs={
+            "modalities": ["image", "text"],
+            "projection_dim": 6,
+            "projection_activation": "relu",
+            "normalization": "l2",
+        },
+        make_inputs=lambda: _features(image=8, text=5),
+        make_call_tensors=_presence,
+        expected_output_shape=(4, 14),
+    ),
+    LayerCase(
+        name="concat_raw_no_mask",
+        layer_cls=ConcatFusion,
+        init_kwargs={"presence_indicators": False},
+        make_inputs=lambda: _features(audio=3, image=8, text=5),
+        expected_output_shape=(4, 16),
+    ),
+    LayerCase(
+        name="concat_layer_norm_sequences",
+        layer_cls=ConcatFusion,
+        init_kwargs={
+            "modalities": ["video", "audio"],
+            "projection_dim": {"video": 4},
+            "normalization": "layer",
+        },
+        make_inputs=_sequence_features,
+        make_call_tensors=_presence,
+        expected_output_shape=(4, 3, 11),
+    ),
+]
