@@ -128,7 +128,10 @@ def assert_same_outputs(actual, expected, atol, what):
     for i, (a, e) in enumerate(zip(actual_leaves, expected_leaves, strict=True)):
         assert a.shape == e.shape, f"{what}: output {i} has shape {a.shape}, expected {e.shape}"
         np.testing.assert_allclose(
-            a.astype("float64"), e.astype("float64"), rtol=atol, atol=atol,
+            a.astype("float64"),
+            e.astype("float64"),
+            rtol=atol,
+            atol=atol,
             err_msg=f"{what}: output {i} differs",
         )
 
@@ -205,7 +208,9 @@ def check_config(case):
 
     # What `.keras` loading does: find the class by its registered name.
     serialized = keras.saving.serialize_keras_object(layer)
-    hint = "is the class registered with @keras.saving.register_keras_serializable(package='mmrep')?"
+    hint = (
+        "is the class registered with @keras.saving.register_keras_serializable(package='mmrep')?"
+    )
     try:
         restored = keras.saving.deserialize_keras_object(serialized)
     except (TypeError, ValueError) as error:
@@ -260,7 +265,8 @@ def check_mixed_precision(case):
                     keras.config.set_dtype_policy(previous)
             where = f"{policy} ({how})"
             wrong = [
-                (v.path, v.dtype) for v in layer.weights
+                (v.path, v.dtype)
+                for v in layer.weights
                 if keras.backend.is_float_dtype(v.dtype) and v.dtype != "float32"
             ]
             assert not wrong, f"{where}: variables must stay float32, got {wrong}"
@@ -282,16 +288,21 @@ def check_gradients(case):
         tape.watch(watched)
         outputs = call_layer(case, layer, *as_tensors, training=True)
         # A random readout, so that normalised outputs still carry a gradient.
-        loss = tf.add_n([
-            tf.reduce_sum(tf.cast(y, "float32") * rng.standard_normal(y.shape).astype("float32"))
-            for y in tree.flatten(outputs) if y.dtype.is_floating
-        ])
+        loss = tf.add_n(
+            [
+                tf.reduce_sum(
+                    tf.cast(y, "float32") * rng.standard_normal(y.shape).astype("float32")
+                )
+                for y in tree.flatten(outputs)
+                if y.dtype.is_floating
+            ]
+        )
     trainable = layer.trainable_variables
     grads = tape.gradient(loss, watched + trainable)
     for i, g in enumerate(grads[: len(watched)]):
         if g is not None:
             assert np.all(np.isfinite(g.numpy())), f"gradient w.r.t. input {i} is not finite"
-    for variable, g in zip(trainable, grads[len(watched):], strict=True):
+    for variable, g in zip(trainable, grads[len(watched) :], strict=True):
         if any(name in variable.path for name in case.no_gradient):
             continue
         assert g is not None, f"no gradient reaches trainable weight {variable.path}"
@@ -343,7 +354,9 @@ def check_distributed(case):
         mirrored = _training_model(case, inputs, tensors)
     mirrored.set_weights(start)
     assert_same_outputs(
-        mirrored.predict(feed, batch_size=batch, verbose=0), single(feed), 1e-5,
+        mirrored.predict(feed, batch_size=batch, verbose=0),
+        single(feed),
+        1e-5,
         "MirroredStrategy predict",
     )
     loss_single, loss_mirrored = one_step(single), one_step(mirrored)
@@ -353,9 +366,14 @@ def check_distributed(case):
     np.testing.assert_allclose(
         loss_mirrored, loss_single, rtol=1e-5, err_msg="MirroredStrategy loss differs"
     )
-    for w_m, w_s, v in zip(mirrored.get_weights(), single.get_weights(), single.weights, strict=True):
+    for w_m, w_s, v in zip(
+        mirrored.get_weights(), single.get_weights(), single.weights, strict=True
+    ):
         np.testing.assert_allclose(
-            w_m, w_s, rtol=1e-4, atol=1e-6,
+            w_m,
+            w_s,
+            rtol=1e-4,
+            atol=1e-6,
             err_msg=f"after one step under MirroredStrategy, {v.path} differs from one device",
         )
 

@@ -10,8 +10,16 @@ import pytest
 from keras import ops
 
 from mmrep.fusion import ConcatFusion
-from tests.harness import LayerCase, check_call, check_config, check_distributed, check_gradients
-from tests.harness import check_keras_save, check_mixed_precision, check_saved_model
+from tests.harness import (
+    LayerCase,
+    check_call,
+    check_config,
+    check_distributed,
+    check_gradients,
+    check_keras_save,
+    check_mixed_precision,
+    check_saved_model,
+)
 
 
 def _vectors():
@@ -96,8 +104,15 @@ class TraceTimeNoise(Scale):
 
 def test_sound_layer_passes_every_check():
     case = _case(Scale)
-    for check in (check_call, check_config, check_keras_save, check_saved_model,
-                  check_mixed_precision, check_gradients, check_distributed):
+    for check in (
+        check_call,
+        check_config,
+        check_keras_save,
+        check_saved_model,
+        check_mixed_precision,
+        check_gradients,
+        check_distributed,
+    ):
         check(case)
 
 

@@ -169,7 +169,9 @@ class ConcatFusion(keras.layers.Layer):
                 x = self._projections[i](x)
             if self.normalization == "l2":
                 x32 = ops.cast(x, "float32")
-                norm = ops.sqrt(ops.maximum(ops.sum(ops.square(x32), axis=-1, keepdims=True), 1e-12))
+                norm = ops.sqrt(
+                    ops.maximum(ops.sum(ops.square(x32), axis=-1, keepdims=True), 1e-12)
+                )
                 x = ops.cast(x32 / norm, self.compute_dtype)
             elif self.normalization == "layer":
                 x = self._norms[i](x)
@@ -211,7 +213,9 @@ class ConcatFusion(keras.layers.Layer):
 
 def _check_projection_dim(projection_dim, modalities):
     def valid(width):
-        return width is None or (isinstance(width, int) and not isinstance(width, bool) and width > 0)
+        return width is None or (
+            isinstance(width, int) and not isinstance(width, bool) and width > 0
+        )
 
     if isinstance(projection_dim, dict):
         bad = {m: w for m, w in projection_dim.items() if not valid(w)}

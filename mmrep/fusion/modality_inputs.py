@@ -16,8 +16,7 @@ def modality_order(layer, inputs, modalities):
     """
     if not isinstance(inputs, dict):
         raise ValueError(
-            f"{layer.name}: expected a dict {{modality: tensor}}. "
-            f"Received: {type(inputs).__name__}"
+            f"{layer.name}: expected a dict {{modality: tensor}}. Received: {type(inputs).__name__}"
         )
     received = sorted(inputs)
     order = list(modalities) if modalities is not None else received

@@ -1,0 +1,5 @@
+import sys
+
+from mmrep.cli import main
+
+sys.exit(main())

@@ -1,0 +1,21 @@
+"""The README's Python example runs as written, and its two set-up commands are the ones CI knows."""
+
+import pathlib
+import re
+
+README = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+
+
+def test_python_examples_run(capsys):
+    blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+    assert blocks, "the README has no Python example"
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {})
+    assert "(2, 10)" in capsys.readouterr().out
+
+
+def test_exactly_two_setup_commands():
+    setup = README.split("## Set up on a fresh machine", 1)[1].split("\n## ", 1)[0]
+    commands = re.findall(r"```bash\n(.*?)```", setup, flags=re.S)
+    assert len(commands) == 2
+    assert "mmrep demo" in commands[0] and "pytest" in commands[1]
