@@ -5,6 +5,7 @@ answer at once; a subcommand imports what it needs when it runs.
 """
 
 import argparse
+import os
 import sys
 
 from mmrep import __version__
@@ -43,6 +44,8 @@ def main(argv=None):
     if args.command is None:
         parser.print_help()
         return 0
+    # TensorFlow's C++ start-up chatter (oneDNN, CUDA probing) hides the command's own output.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.command == "demo":
         if args.epochs < 1:
             parser.error(f"--epochs must be at least 1, got {args.epochs}")

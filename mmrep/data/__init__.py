@@ -1,0 +1,1 @@
+"""Data: the embedded mmdigits data set, manifests for users' own data, feature caching."""

@@ -1,0 +1,1 @@
+"""Preprocessing: decoding and resampling of image, audio and video files."""
