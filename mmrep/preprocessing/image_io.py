@@ -1,0 +1,193 @@
+"""Decoding image bytes and files into uint8 arrays, optionally resized.
+
+`decode_image` is a TensorFlow function (it also runs inside a `tf.data` map);
+`load_image` reads a file and reports any failure with the file's name.
+
+Truncated files. TensorFlow 2.21's decoders are strict (checked for every truncation
+length of test images): a PNG (even one missing only its IEND chunk), GIF or BMP cut
+short, or a JPEG (baseline or progressive) cut short where pixel data is lost, fails to
+decode ("jpeg::Uncompress failed", "Invalid PNG data") instead of coming back partly
+grey; only `decode_jpeg(try_recover_truncated=True)` would do that, and it is not used.
+What TensorFlow may accept is a JPEG that lost only its final end-of-image marker byte
+(whether it does depends on the image), or a GIF that lost its trailer byte: every pixel
+is still there. `load_image` refuses such a JPEG too when no end-of-image marker is left
+in the file, so that a partly copied file is reported as one.
+"""
+
+import numbers
+import os
+import re
+
+import tensorflow as tf
+
+# ITU-R BT.601 luma, the weights PIL's convert("L") uses; applied to the decoded RGB so
+# that `channels=1` means the same thing for every format (TensorFlow's own grey
+# conversion exists only for PNG and JPEG, and JPEG's keeps libjpeg's Y plane).
+_LUMA = (0.299, 0.587, 0.114)
+_TF_ERROR_NOISE = re.compile(r"\{\{.*?\}\}\s*|\s*\[Op:\w+\]")
+
+
+class ImageDecodeError(ValueError):
+    """Raised when image bytes or an image file cannot be decoded."""
+
+
+def decode_image(data, size=None, channels=3):
+    """Decodes PNG, JPEG, GIF (first frame), BMP or WebP bytes into a uint8 image.
+
+    Greyscale and palette images are expanded to RGB and an alpha channel is dropped
+    (not composited) when `channels=3`; `channels=1` gives BT.601 luma, rounded. JPEG
+    is decoded with libjpeg's accurate integer IDCT, as PIL does, rather than
+    `tf.io.decode_image`'s fast one, which is about one level off on average. With
+    `size`, the image is resized by antialiased bilinear interpolation (see
+    `resize_image`). Works eagerly and in graph mode, for example inside
+    `tf.data.Dataset.map`.
+
+    Args:
+        data: bytes, or a scalar `tf.string` tensor holding the encoded image.
+        size: int, `(height, width)`, or `None`. The output size; an int gives a
+            square. `None` keeps the decoded size. Defaults to `None`.
+        channels: int, 1 or 3. Number of output channels. Defaults to `3`.
+
+    Returns:
+        A uint8 tensor `[height, width, channels]`.
+
+    Raises:
+        ValueError: if `size` or `channels` is invalid, or `data` is not a scalar.
+        TypeError: if `data` is neither bytes nor a string tensor.
+        ImageDecodeError: eagerly, if the bytes are not a decodable image. In graph
+            mode the failure surfaces when the graph runs, as TensorFlow's
+            `InvalidArgumentError`.
+    """
+    size = _check_size(size)
+    _check_channels(channels)
+    if isinstance(data, bytes | bytearray | memoryview):
+        data = tf.constant(bytes(data))
+    elif not isinstance(data, tf.Tensor) or data.dtype != tf.string:
+        raise TypeError(
+            "Expected `data` to be bytes or a scalar tf.string tensor (use `load_image` "
+            f"for a path). Received: data of type {type(data).__name__}"
+        )
+    if data.shape.rank not in (None, 0):
+        raise ValueError(
+            f"Expected `data` to be a scalar string tensor. Received: shape={data.shape}"
+        )
+    try:
+        image = tf.cond(
+            tf.io.is_jpeg(data),
+            lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
+            lambda: tf.io.decode_image(data, channels=3, expand_animations=False),
+        )
+    except tf.errors.InvalidArgumentError as error:
+        raise ImageDecodeError(f"Could not decode image: {_reason(error)}") from None
+    if channels == 1:
+        luma = tf.tensordot(tf.cast(image, tf.float32), tf.constant(_LUMA), axes=1)
+        image = tf.cast(tf.clip_by_value(tf.round(luma), 0.0, 255.0), tf.uint8)[..., None]
+    if size is not None:
+        image = resize_image(image, size)
+    return image
+
+
+def load_image(path, size=None, channels=3):
+    """Reads and decodes an image file into a uint8 numpy array.
+
+    The file is read in Python (any path `open` accepts, Unicode included) and decoded
+    by `decode_image`; every failure names the file.
+
+    Args:
+        path: str or `os.PathLike`. The image file.
+        size: int, `(height, width)`, or `None`. As in `decode_image`.
+            Defaults to `None`.
+        channels: int, 1 or 3. As in `decode_image`. Defaults to `3`.
+
+    Returns:
+        A uint8 array `[height, width, channels]`.
+
+    Raises:
+        FileNotFoundError: if the file does not exist.
+        ImageDecodeError: if the file is empty, is not an image, or is truncated.
+        ValueError: if `size` or `channels` is invalid.
+    """
+    _check_size(size)
+    _check_channels(channels)
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        data = f.read()
+    if not data:
+        raise ImageDecodeError(f"Could not decode image file {path!r}: the file is empty.")
+    # Inside entropy-coded JPEG data a 0xFF byte is always followed by 0x00 or a restart
+    # marker, so FF D9 can only be the end-of-image marker (or sit in a header segment,
+    # such as an EXIF thumbnail's own EOI). Its absence means the file was cut short.
+    if data.startswith(b"\xff\xd8\xff") and b"\xff\xd9" not in data:
+        raise ImageDecodeError(
+            f"Could not decode image file {path!r}: the JPEG is truncated "
+            "(it has no end-of-image marker)."
+        )
+    try:
+        return decode_image(data, size=size, channels=channels).numpy()
+    except ImageDecodeError as error:
+        raise ImageDecodeError(f"Could not decode image file {path!r}: {error}") from None
+
+
+def resize_image(images, size):
+    """Resizes uint8 images by antialiased bilinear interpolation.
+
+    Uses `tf.image.resize(method="bilinear", antialias=True)`: a triangle filter on
+    half-pixel centres, widened by the scale factor when shrinking (the filter PIL's
+    `Image.resize(..., BILINEAR)` applies). The result is rounded and clipped back to
+    uint8.
+
+    Args:
+        images: uint8 tensor or array, `[height, width, channels]` or
+            `[batch, height, width, channels]`.
+        size: int or `(height, width)`. The output size; an int gives a square.
+
+    Returns:
+        A uint8 tensor with the same rank as `images` and the new height and width.
+
+    Raises:
+        ValueError: if `size` is invalid, or `images` is not uint8 of rank 3 or 4.
+    """
+    size = _check_size(size)
+    if size is None:
+        raise ValueError("Expected `size` to be an int or (height, width). Received: size=None")
+    images = tf.convert_to_tensor(images)
+    if images.dtype != tf.uint8 or images.shape.rank not in (3, 4):
+        raise ValueError(
+            "Expected `images` to be uint8 [height, width, channels] or "
+            f"[batch, height, width, channels]. Received: dtype={images.dtype.name}, "
+            f"shape={images.shape}"
+        )
+    resized = tf.image.resize(images, size, method="bilinear", antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+
+
+def _is_positive_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0
+
+
+def _check_size(size):
+    """Returns `size` as `(height, width)` (or `None`), refusing anything else."""
+    if size is None:
+        return None
+    if _is_positive_int(size):
+        return (int(size), int(size))
+    if isinstance(size, tuple | list) and len(size) == 2 and all(map(_is_positive_int, size)):
+        return (int(size[0]), int(size[1]))
+    raise ValueError(
+        "Expected `size` to be a positive int, a (height, width) pair of positive ints, "
+        f"or None. Received: size={size!r}"
+    )
+
+
+def _check_channels(channels):
+    if (
+        not isinstance(channels, numbers.Integral)
+        or isinstance(channels, bool)
+        or channels not in (1, 3)
+    ):
+        raise ValueError(f"Expected `channels` to be 1 or 3. Received: channels={channels!r}")
+
+
+def _reason(error):
+    """TensorFlow's error message without its op and function-node decorations."""
+    return _TF_ERROR_NOISE.sub("", error.message).strip()
