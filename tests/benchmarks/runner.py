@@ -32,12 +32,15 @@ class Comparison:
         reference: zero-argument callable running the reference.
         reference_name: str. What the reference is, for the table.
         work: str. What one call does (shapes, batch size), for the table.
+        items: int or `None`. Items (examples, images) one call processes; when given,
+            the table also reports items per second.
     """
 
     mmrep: Callable[[], object]
     reference: Callable[[], object]
     reference_name: str
     work: str
+    items: int | None = None
 
 
 def benchmark(name):
@@ -125,6 +128,8 @@ def run(names=None, size="full", repeats=20, warmup=3, progress=print):
                 "mmrep_ms": ours * 1e3,
                 "reference_ms": theirs * 1e3,
                 "ratio": ours / theirs,
+                "mmrep_items_per_s": comparison.items / ours if comparison.items else None,
+                "reference_items_per_s": comparison.items / theirs if comparison.items else None,
             }
         )
     return rows
@@ -134,13 +139,19 @@ def format_table(rows, machine):
     lines = [
         f"Machine: {machine}",
         "",
-        "| benchmark | work | reference | mmrep (ms, median) | reference (ms, median) | ratio |",
-        "|---|---|---|---:|---:|---:|",
+        "| benchmark | work | reference | mmrep (ms, median) | reference (ms, median) | ratio "
+        "| mmrep items/s | reference items/s |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
     ]
+
+    def rate(value):
+        return "" if value is None else f"{value:,.0f}"
+
     for r in rows:
         lines.append(
             f"| {r['benchmark']} | {r['work']} | {r['reference']} | {r['mmrep_ms']:.3f} | "
-            f"{r['reference_ms']:.3f} | {r['ratio']:.2f} |"
+            f"{r['reference_ms']:.3f} | {r['ratio']:.2f} | {rate(r['mmrep_items_per_s'])} | "
+            f"{rate(r['reference_items_per_s'])} |"
         )
     return "\n".join(lines)
 

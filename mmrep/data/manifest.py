@@ -1,0 +1,297 @@
+"""Users' own data: a CSV or JSON Lines manifest with one column per modality.
+
+Each row names an example: file paths (relative to the manifest's folder, or absolute) for
+image, audio and video, raw text for text, and an optional label. A row may leave any
+modality empty; the example then carries a zero placeholder and a 0 in its presence mask.
+Files are decoded in a pool of threads, in row order, into fixed-size tensors: images
+through `tf.io` (resized, RGB uint8), audio mono at 16 kHz (soundfile + librosa's soxr
+resampler), video frames through PyAV (resized, up to a frame cap).
+"""
+
+import concurrent.futures
+import csv
+import itertools
+import json
+import os
+import sys
+import warnings
+
+import numpy as np
+
+from mmrep.preprocessing.audio_io import SAMPLE_RATE, load_audio
+from mmrep.preprocessing.image_io import load_image
+from mmrep.preprocessing.video_io import read_video
+
+KINDS = ("image", "text", "audio", "video")
+
+
+class ManifestError(ValueError):
+    """A manifest row that cannot be read; the message names the row and the file."""
+
+
+def read_rows(path):
+    """The rows of a CSV (with a header) or JSON Lines manifest, as a list of dicts."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"manifest not found: {path}")
+    if path.lower().endswith((".jsonl", ".ndjson", ".json")):
+        rows = []
+        with open(path, encoding="utf-8") as f:
+            for line_number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise ManifestError(
+                        f"{path}: line {line_number} is not JSON: {error}"
+                    ) from None
+                if not isinstance(row, dict):
+                    raise ManifestError(
+                        f"{path}: line {line_number}: expected a JSON object per line. "
+                        f"Received: {type(row).__name__}"
+                    )
+                rows.append(row)
+        return rows
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames:
+            raise ManifestError(
+                f"{path}: expected a CSV header naming the columns; the file is empty"
+            )
+        rows = []
+        for row in reader:
+            if None in row:
+                raise ManifestError(
+                    f"{path}: row {len(rows) + 1} has more cells than the header {reader.fieldnames}"
+                )
+            rows.append(row)
+        return rows
+
+
+def _columns(path, rows, modalities, ignore):
+    """`{column: kind}` for the modality columns, checking that no column goes unread."""
+    present = list(dict.fromkeys(k for row in rows for k in row))
+    if modalities is None:
+        modalities = {c: c for c in present if c in KINDS}
+    elif isinstance(modalities, (list, tuple)):
+        modalities = {c: c for c in modalities}
+    bad = {c: k for c, k in modalities.items() if k not in KINDS}
+    if bad:
+        raise ValueError(f"Expected modality kinds among {KINDS}. Received: {bad}")
+    unread = [c for c in present if c not in modalities and c != "label" and c not in ignore]
+    if unread:
+        raise ManifestError(
+            f"{path}: columns {unread} are neither a modality {KINDS} nor 'label'. Name their "
+            "kinds with `modalities={column: kind}` or list them in `ignore=`."
+        )
+    if not modalities:
+        raise ManifestError(
+            f"{path}: no modality column; expected some of {KINDS}. Found: {present}"
+        )
+    return modalities
+
+
+def _empty(value):
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+class _Decoder:
+    """Decodes one row into numpy values, with fixed shapes per the loader's settings."""
+
+    def __init__(
+        self, root, columns, image_size, audio_samples, video_size, video_frames, max_video_frames
+    ):
+        self.root, self.columns = root, columns
+        self.image_size, self.audio_samples = image_size, audio_samples
+        self.video_size, self.video_frames, self.max_video_frames = (
+            video_size,
+            video_frames,
+            max_video_frames,
+        )
+
+    def placeholder(self, kind):
+        if kind == "image":
+            return np.zeros((self.image_size, self.image_size, 3), "uint8")
+        if kind == "audio":
+            return np.zeros((self.audio_samples or 0,), "float32")
+        if kind == "video":
+            return np.zeros((self.video_frames or 0, self.video_size, self.video_size, 3), "uint8")
+        return ""
+
+    def decode(self, kind, value):
+        if kind == "text":
+            return str(value)
+        file = value if os.path.isabs(value) else os.path.join(self.root, value)
+        if kind == "image":
+            return load_image(file, size=self.image_size)
+        if kind == "audio":
+            return _fit(load_audio(file, SAMPLE_RATE), self.audio_samples)
+        frames, _ = read_video(
+            file, max_frames=self.video_frames or self.max_video_frames, size=self.video_size
+        )
+        return _fit(frames, self.video_frames)
+
+    def row(self, number, row):
+        example, presence = {}, []
+        for column, kind in self.columns.items():
+            value = row.get(column)
+            if _empty(value):
+                example[column] = self.placeholder(kind)
+                presence.append(0.0)
+                continue
+            try:
+                example[column] = self.decode(kind, value)
+            except (OSError, ValueError) as error:
+                raise ManifestError(f"row {number}: {column} file {value!r}: {error}") from error
+            presence.append(1.0)
+        if not any(presence):
+            raise ManifestError(
+                f"row {number}: no modality present (columns {list(self.columns)} all empty)"
+            )
+        example["presence"] = np.array(presence, "float32")
+        return example
+
+
+def _fit(values, length):
+    """Crops or zero-pads the first axis to `length` (None keeps it)."""
+    if length is None or len(values) == length:
+        return values
+    if len(values) > length:
+        return values[:length]
+    pad = np.zeros((length - len(values), *values.shape[1:]), values.dtype)
+    return np.concatenate([values, pad])
+
+
+def _labels(path, rows):
+    if not any("label" in row for row in rows):
+        return None
+    values = [row.get("label") for row in rows]
+    missing = [i + 1 for i, v in enumerate(values) if _empty(v)]
+    if missing:
+        raise ManifestError(f"{path}: rows {missing[:10]} have no label; label every row or none")
+    try:
+        return np.array([int(v) for v in values], "int32")
+    except (TypeError, ValueError):
+        return np.array([str(v) for v in values], dtype=object)
+
+
+def from_manifest(
+    path,
+    *,
+    modalities=None,
+    ignore=(),
+    image_size=224,
+    audio_seconds=None,
+    video_size=112,
+    video_frames=None,
+    max_video_frames=256,
+    on_error="raise",
+    num_parallel_reads=4,
+):
+    """A `tf.data.Dataset` of decoded examples from a CSV or JSON Lines manifest.
+
+    Args:
+        path: str. The manifest (`.csv`, or `.jsonl` / `.ndjson` / `.json` with one object
+            per line). Relative file paths in it are relative to its folder.
+        modalities: `None`, a list of columns, or a dict `{column: kind}` with kinds among
+            `("image", "text", "audio", "video")`. `None` takes the columns named like a kind.
+        ignore: columns to leave unread. Any other column that is neither a modality nor
+            `"label"` is an error, so nothing is dropped by accident.
+        image_size: int. Images are resized to `image_size`×`image_size` RGB uint8.
+            Defaults to `224`.
+        audio_seconds: float or `None`. Crop or zero-pad audio to this length; `None` keeps
+            each clip's length (batch with `padded_batch`). Defaults to `None`.
+        video_size: int. Frames are resized to `video_size`×`video_size`. Defaults to `112`.
+        video_frames: int or `None`. Decode this many frames from the start, zero-padding
+            shorter videos; `None` decodes up to `max_video_frames`. Defaults to `None`.
+        max_video_frames: int. The frame cap when `video_frames` is `None`. Defaults to `256`.
+        on_error: `"raise"` or `"skip"`. A missing, truncated or undecodable file, or a row
+            with no modality, raises a `ManifestError` naming the row and file; with
+            `"skip"` such rows are left out and, at the end of each pass, a warning lists
+            how many and which. Defaults to `"raise"`.
+        num_parallel_reads: int. Threads decoding files. Defaults to `4`.
+
+    Returns:
+        An unbatched dataset of dicts: one entry per modality column (uint8 image
+        `[S, S, 3]`, string text, float32 audio `[samples]` at 16 kHz, uint8 video
+        `[T, S, S, 3]`), `"presence"` (float32 `[M]`, 1 where the row has the modality, in
+        the order of the modality columns) and, when the manifest has labels, `"label"`
+        (int32 if every label is an integer, else string).
+
+    Raises:
+        FileNotFoundError: the manifest does not exist.
+        ManifestError: the manifest is malformed or has unread columns (at once), or a
+            row cannot be decoded (while iterating, with `on_error="raise"`; TensorFlow
+            re-raises it as its own error type with this message).
+    """
+    import tensorflow as tf
+
+    if on_error not in ("raise", "skip"):
+        raise ValueError(
+            f"Expected `on_error` to be 'raise' or 'skip'. Received: on_error={on_error!r}"
+        )
+    rows = read_rows(path)
+    if not rows:
+        raise ManifestError(f"{path}: the manifest has no rows")
+    columns = _columns(path, rows, modalities, set(ignore))
+    labels = _labels(path, rows)
+    audio_samples = None if audio_seconds is None else round(audio_seconds * SAMPLE_RATE)
+    decoder = _Decoder(
+        os.path.dirname(os.path.abspath(path)),
+        columns,
+        image_size,
+        audio_samples,
+        video_size,
+        video_frames,
+        max_video_frames,
+    )
+
+    def decode(item):
+        number, row = item
+        try:
+            return decoder.row(number, row), None
+        except ManifestError as error:
+            if on_error == "raise":
+                raise ManifestError(f"{path}: {error}") from error.__cause__
+            return None, str(error)
+
+    def generate():
+        skipped = []
+        with concurrent.futures.ThreadPoolExecutor(num_parallel_reads) as pool:
+            numbered = enumerate(rows, start=1)
+            # Bounded look-ahead: decode a few chunks at a time, yield in row order.
+            while chunk := list(itertools.islice(numbered, 4 * num_parallel_reads)):
+                for (number, _), (example, error) in zip(
+                    chunk, pool.map(decode, chunk), strict=True
+                ):
+                    if error is not None:
+                        skipped.append(error)
+                        continue
+                    if labels is not None:
+                        example["label"] = labels[number - 1]
+                    yield example
+        if skipped:
+            listing = "\n  ".join(skipped)
+            message = f"{path}: skipped {len(skipped)} of {len(rows)} rows:\n  {listing}"
+            print(message, file=sys.stderr)
+            warnings.warn(message, stacklevel=2)
+
+    signature = {c: _spec(kind, decoder) for c, kind in columns.items()}
+    signature["presence"] = tf.TensorSpec((len(columns),), tf.float32)
+    if labels is not None:
+        signature["label"] = tf.TensorSpec((), tf.int32 if labels.dtype == "int32" else tf.string)
+    return tf.data.Dataset.from_generator(generate, output_signature=signature)
+
+
+def _spec(kind, decoder):
+    import tensorflow as tf
+
+    if kind == "image":
+        return tf.TensorSpec((decoder.image_size, decoder.image_size, 3), tf.uint8)
+    if kind == "audio":
+        return tf.TensorSpec((decoder.audio_samples,), tf.float32)
+    if kind == "video":
+        return tf.TensorSpec(
+            (decoder.video_frames, decoder.video_size, decoder.video_size, 3), tf.uint8
+        )
+    return tf.TensorSpec((), tf.string)
