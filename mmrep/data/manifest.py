@@ -3,9 +3,10 @@
 Each row names an example: file paths (relative to the manifest's folder, or absolute) for
 image, audio and video, raw text for text, and an optional label. A row may leave any
 modality empty; the example then carries a zero placeholder and a 0 in its presence mask.
-Files are decoded in a pool of threads, in row order, into fixed-size tensors: images
-through `tf.io` (resized, RGB uint8), audio mono at 16 kHz (soundfile + librosa's soxr
-resampler), video frames through PyAV (resized, up to a frame cap).
+Rows are read in row order by a pool of Python threads (audio decoded mono at 16 kHz by
+soundfile and librosa's soxr resampler, video frames by PyAV up to a frame cap, image
+files read and checked for completeness), then a parallel `tf.data` map decodes images
+with `tf.io` and resizes images and frames in the graph.
 """
 
 import concurrent.futures
@@ -19,7 +20,7 @@ import warnings
 import numpy as np
 
 from mmrep.preprocessing.audio_io import SAMPLE_RATE, load_audio
-from mmrep.preprocessing.image_io import load_image
+from mmrep.preprocessing.image_io import decode_image, read_image_file, resize_image
 from mmrep.preprocessing.video_io import read_video
 
 KINDS = ("image", "text", "audio", "video")
@@ -96,40 +97,35 @@ def _empty(value):
 
 
 class _Decoder:
-    """Decodes one row into numpy values, with fixed shapes per the loader's settings."""
+    """Reads one row in Python: image bytes (checked, not decoded), audio, video frames.
 
-    def __init__(
-        self, root, columns, image_size, audio_samples, video_size, video_frames, max_video_frames
-    ):
+    No TensorFlow op runs here: these calls run in a pool of Python threads, and eager
+    ops from several threads fight over TensorFlow's own thread pool (on 2 cores that
+    halved throughput). Images are decoded and frames resized in the graph (`finish`).
+    """
+
+    def __init__(self, root, columns, audio_samples, video_frames, max_video_frames):
         self.root, self.columns = root, columns
-        self.image_size, self.audio_samples = image_size, audio_samples
-        self.video_size, self.video_frames, self.max_video_frames = (
-            video_size,
-            video_frames,
-            max_video_frames,
-        )
+        self.audio_samples = audio_samples
+        self.video_frames, self.max_video_frames = video_frames, max_video_frames
 
     def placeholder(self, kind):
-        if kind == "image":
-            return np.zeros((self.image_size, self.image_size, 3), "uint8")
         if kind == "audio":
             return np.zeros((self.audio_samples or 0,), "float32")
         if kind == "video":
-            return np.zeros((self.video_frames or 0, self.video_size, self.video_size, 3), "uint8")
-        return ""
+            return np.zeros((0, 1, 1, 3), "uint8")
+        return b"" if kind == "image" else ""
 
     def decode(self, kind, value):
         if kind == "text":
             return str(value)
         file = value if os.path.isabs(value) else os.path.join(self.root, value)
         if kind == "image":
-            return load_image(file, size=self.image_size)
+            return read_image_file(file)
         if kind == "audio":
             return _fit(load_audio(file, SAMPLE_RATE), self.audio_samples)
-        frames, _ = read_video(
-            file, max_frames=self.video_frames or self.max_video_frames, size=self.video_size
-        )
-        return _fit(frames, self.video_frames)
+        frames, _ = read_video(file, max_frames=self.video_frames or self.max_video_frames)
+        return frames
 
     def row(self, number, row):
         example, presence = {}, []
@@ -160,6 +156,43 @@ def _fit(values, length):
         return values[:length]
     pad = np.zeros((length - len(values), *values.shape[1:]), values.dtype)
     return np.concatenate([values, pad])
+
+
+def _finish(columns, image_size, video_size, video_frames):
+    """The graph half of decoding: images decoded and resized, frames resized and padded."""
+    import tensorflow as tf
+
+    def image(data):
+        return tf.cond(
+            tf.strings.length(data) > 0,
+            lambda: tf.ensure_shape(
+                decode_image(data, size=image_size), (image_size, image_size, 3)
+            ),
+            lambda: tf.zeros((image_size, image_size, 3), tf.uint8),
+        )
+
+    def video(frames):
+        resized = tf.cond(
+            tf.shape(frames)[0] > 0,
+            lambda: resize_image(frames, video_size),
+            lambda: tf.zeros((0, video_size, video_size, 3), tf.uint8),
+        )
+        if video_frames is None:
+            return resized
+        padding = tf.maximum(video_frames - tf.shape(resized)[0], 0)
+        padded = tf.pad(resized, [[0, padding], [0, 0], [0, 0], [0, 0]])
+        return tf.ensure_shape(padded, (video_frames, video_size, video_size, 3))
+
+    def finish(example):
+        example = dict(example)
+        for column, kind in columns.items():
+            if kind == "image":
+                example[column] = image(example[column])
+            elif kind == "video":
+                example[column] = video(example[column])
+        return example
+
+    return finish
 
 
 def _labels(path, rows):
@@ -222,7 +255,10 @@ def from_manifest(
         FileNotFoundError: the manifest does not exist.
         ManifestError: the manifest is malformed or has unread columns (at once), or a
             row cannot be decoded (while iterating, with `on_error="raise"`; TensorFlow
-            re-raises it as its own error type with this message).
+            re-raises it as its own error type with this message). An image file that is
+            complete in form (right signature, intact end) but corrupt inside passes the
+            Python check and fails in the graph decoder, as TensorFlow's
+            `InvalidArgumentError` without the row, and `on_error="skip"` cannot skip it.
     """
     import tensorflow as tf
 
@@ -239,9 +275,7 @@ def from_manifest(
     decoder = _Decoder(
         os.path.dirname(os.path.abspath(path)),
         columns,
-        image_size,
         audio_samples,
-        video_size,
         video_frames,
         max_video_frames,
     )
@@ -276,22 +310,24 @@ def from_manifest(
             print(message, file=sys.stderr)
             warnings.warn(message, stacklevel=2)
 
-    signature = {c: _spec(kind, decoder) for c, kind in columns.items()}
+    signature = {c: _spec(kind, audio_samples) for c, kind in columns.items()}
     signature["presence"] = tf.TensorSpec((len(columns),), tf.float32)
     if labels is not None:
         signature["label"] = tf.TensorSpec((), tf.int32 if labels.dtype == "int32" else tf.string)
-    return tf.data.Dataset.from_generator(generate, output_signature=signature)
+    dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
+    return dataset.map(
+        _finish(columns, image_size, video_size, video_frames),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
 
 
-def _spec(kind, decoder):
+def _spec(kind, audio_samples):
+    """What the Python half yields for a column of `kind`."""
     import tensorflow as tf
 
-    if kind == "image":
-        return tf.TensorSpec((decoder.image_size, decoder.image_size, 3), tf.uint8)
     if kind == "audio":
-        return tf.TensorSpec((decoder.audio_samples,), tf.float32)
+        return tf.TensorSpec((audio_samples,), tf.float32)
     if kind == "video":
-        return tf.TensorSpec(
-            (decoder.video_frames, decoder.video_size, decoder.video_size, 3), tf.uint8
-        )
+        return tf.TensorSpec((None, None, None, 3), tf.uint8)
     return tf.TensorSpec((), tf.string)

@@ -110,22 +110,73 @@ def load_image(path, size=None, channels=3):
     _check_size(size)
     _check_channels(channels)
     path = os.fspath(path)
-    with open(path, "rb") as f:
-        data = f.read()
-    if not data:
-        raise ImageDecodeError(f"Could not decode image file {path!r}: the file is empty.")
-    # Inside entropy-coded JPEG data a 0xFF byte is always followed by 0x00 or a restart
-    # marker, so FF D9 can only be the end-of-image marker (or sit in a header segment,
-    # such as an EXIF thumbnail's own EOI). Its absence means the file was cut short.
-    if data.startswith(b"\xff\xd8\xff") and b"\xff\xd9" not in data:
-        raise ImageDecodeError(
-            f"Could not decode image file {path!r}: the JPEG is truncated "
-            "(it has no end-of-image marker)."
-        )
+    data = read_image_file(path)
     try:
         return decode_image(data, size=size, channels=channels).numpy()
     except ImageDecodeError as error:
         raise ImageDecodeError(f"Could not decode image file {path!r}: {error}") from None
+
+
+# Leading bytes of the formats `decode_image` reads.
+_SIGNATURES = {
+    b"\x89PNG\r\n\x1a\n": "PNG",
+    b"\xff\xd8\xff": "JPEG",
+    b"GIF87a": "GIF",
+    b"GIF89a": "GIF",
+    b"BM": "BMP",
+}
+
+
+def read_image_file(path):
+    """Reads an image file's bytes, refusing what cannot be a complete image.
+
+    A check in Python, without decoding, so that a pipeline decoding in the graph can
+    still name the file that is bad: the file must be non-empty, start with the
+    signature of PNG, JPEG, GIF, BMP or WebP, and end as its format ends (a JPEG must
+    hold its end-of-image marker, a PNG its IEND chunk, a GIF its trailer, a BMP the size
+    its header declares). Corruption inside an intact file is left to the decoder.
+
+    Args:
+        path: str or `os.PathLike`. The image file.
+
+    Returns:
+        bytes, the file's content.
+
+    Raises:
+        FileNotFoundError: if the file does not exist.
+        ImageDecodeError: if the file is empty, not one of those formats, or truncated.
+    """
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        data = f.read()
+
+    def refuse(reason):
+        return ImageDecodeError(f"Could not decode image file {path!r}: {reason}")
+
+    if not data:
+        raise refuse("the file is empty.")
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        kind = "WebP"
+    else:
+        kind = next((k for sig, k in _SIGNATURES.items() if data.startswith(sig)), None)
+    if kind is None:
+        raise refuse(
+            f"Unknown image file format (first bytes {data[:8]!r}); expected PNG, JPEG, GIF, BMP or WebP."
+        )
+    # Inside entropy-coded JPEG data a 0xFF byte is always followed by 0x00 or a restart
+    # marker, so FF D9 can only be the end-of-image marker (or sit in a header segment,
+    # such as an EXIF thumbnail's own EOI). Its absence means the file was cut short.
+    complete = {
+        "JPEG": lambda: b"\xff\xd9" in data,
+        "PNG": lambda: b"IEND" in data[-12:],
+        "GIF": lambda: data.rstrip(b"\x00").endswith(b";"),
+        "BMP": lambda: len(data) >= 6 and len(data) >= int.from_bytes(data[2:6], "little"),
+        "WebP": lambda: len(data) >= 8 + int.from_bytes(data[4:8], "little"),
+    }[kind]
+    if not complete():
+        marker = "end-of-image marker" if kind == "JPEG" else "end"
+        raise refuse(f"the {kind} is truncated (it has no {marker}).")
+    return data
 
 
 def resize_image(images, size):

@@ -204,3 +204,16 @@ def test_manifest_level_errors(tmp_path):
         from_manifest(str(tmp_path / "empty.csv"))
     with pytest.raises(ValueError, match="on_error"):
         from_manifest(path, on_error="ignore")
+
+
+def test_image_corrupt_inside_still_fails_loudly(tmp_path):
+    import io
+
+    buffer = io.BytesIO()
+    Image.fromarray(RNG.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(buffer, "PNG")
+    data = buffer.getvalue()
+    middle = len(data) // 2
+    (tmp_path / "bad.png").write_bytes(data[: middle - 40] + bytes(80) + data[middle + 40 :])
+    path = write_csv(tmp_path / "m.csv", [{"image": "bad.png"}], ["image"])
+    with pytest.raises(Exception, match="PNG"):
+        list(from_manifest(path, image_size=8))

@@ -158,16 +158,24 @@ def test_missing_file_is_named(tmp_path):
         load_image(tmp_path / "missing.png")
 
 
+def _corrupt_middle(data):
+    middle = len(data) // 2
+    return data[: middle - 50] + bytes(100) + data[middle + 50 :]
+
+
 @pytest.mark.parametrize(
     ("name", "data", "reason"),
     [
         ("empty.png", b"", "the file is empty"),
         ("random.png", RNG.integers(0, 256, 4000, dtype=np.uint8).tobytes(), "Unknown image"),
-        ("half.png", encode(RGB, "PNG")[: len(encode(RGB, "PNG")) // 2], "Invalid PNG data"),
-        ("no_iend.png", encode(RGB, "PNG")[:-12], "Invalid PNG data"),
+        ("half.png", encode(RGB, "PNG")[: len(encode(RGB, "PNG")) // 2], "PNG is truncated"),
+        ("no_iend.png", encode(RGB, "PNG")[:-12], "PNG is truncated"),
+        # Both ends intact, the middle destroyed: only the decoder can tell.
+        ("corrupt.png", _corrupt_middle(encode(RGB, "PNG")), "Invalid PNG data|PNG"),
+        ("half.bmp", encode(RGB, "BMP")[:500], "BMP is truncated"),
         ("half.jpg", encode(RGB, "JPEG")[: len(encode(RGB, "JPEG")) // 2], "JPEG is truncated"),
         ("junk_after_soi.jpg", encode(RGB, "JPEG")[:200] + b"\xff\xd9", "jpeg::Uncompress"),
-        ("half.gif", encode(RGB, "GIF")[:1000], "Invalid GIF data"),
+        ("half.gif", encode(RGB, "GIF")[:1000], "GIF is truncated"),
     ],
 )
 def test_undecodable_files_are_named_with_the_reason(tmp_path, name, data, reason):
