@@ -31,11 +31,13 @@ def test_bad_epochs_is_refused(capsys):
     assert "--epochs must be at least 1, got 0" in capsys.readouterr().err
 
 
-def test_demo_fusion_beats_every_single_modality_and_survives_missing_ones(tmp_path, capsys):
-    results = run_demo(epochs=4, num_train=2000, num_test=500, save=str(tmp_path / "demo.keras"))
-    singles = [results[f"{m} only"] for m in MODALITIES]
-    assert results["all modalities"] > max(singles) + 0.05
+def test_demo_learns_every_modality_and_ignores_absent_ones(tmp_path, capsys):
+    results = run_demo(epochs=4, save=str(tmp_path / "demo.keras"))
+    assert results["all modalities"] > 0.95
+    # Each missing modality's input holds junk (NaN audio, noise pixels, a caption naming
+    # the wrong digit): the presence mask keeps it out, so accuracy stays high.
     for m in MODALITIES:
-        # NaN-filled, masked-out inputs: still far above chance (0.1), never NaN.
-        assert results[f"{m} missing (NaN input)"] > 0.5
+        assert results[f"{m} missing"] > 0.9, results
+    # Not only the captions: the image and audio encoders learn on their own too.
+    assert results["image only"] > 0.6 and results["audio only"] > 0.6, results
     assert "identical predictions" in capsys.readouterr().out

@@ -8,7 +8,7 @@ no downloads:
   uint8 RGB `[S, S, 3]`;
 - text: a caption drawn from templates, number forms (word, numeral, Roman numeral,
   synonyms) and handwriting details (`mmrep.data.captions`), a `tf.string`;
-- audio: the digit's word spoken by espeak-ng in one of 30+ voice/speed/pitch variants
+- audio: the digit's word spoken by espeak-ng in one of 48 voice/speed/pitch variants
   (committed FLAC files, see `scripts/make_mmdigits_audio.py`), 16 kHz mono float32,
   placed in a window of `audio_seconds`; in training, random gain (±6 dB) and white noise
   (10-40 dB SNR) are drawn afresh every epoch;
@@ -17,11 +17,11 @@ no downloads:
 - label: int32, the digit.
 
 Splits are stratified by digit and fixed: 70 / 15 / 15 % of each digit's images go to
-train / validation / test (1,257 / 270 / 270 examples; every class 17-18 % of... see
-`split_summary()`). No image appears in two splits (the 1,797 images are pairwise
-distinct), and the spoken variants are split the same way, so test audio comes from voice
-settings never heard in training. Everything but the training augmentation is a function
-of `seed` alone.
+train / validation / test, 1,258 / 269 / 270 examples (per digit: 122-128 / 26-27 /
+26-28; `split_summary()` lists them). No image appears in two splits (the 1,797 images
+are pairwise distinct), and the 480 spoken clips (48 voice/speed/pitch variants per
+digit) are split the same way, so test audio comes from variants never heard in
+training. Everything but the training augmentation is a function of `seed` alone.
 
 Reference:
     Alpaydin & Kaynak, "Optical Recognition of Handwritten Digits", UCI Machine Learning
