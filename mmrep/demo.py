@@ -152,7 +152,7 @@ def run_demo(epochs=12, seed=0, save=None, batch_size=64):
         .batch(batch_size)
         .prefetch(tf.data.AUTOTUNE)
     )
-    model.fit(batches, epochs=epochs, verbose=2)
+    model.fit(batches, epochs=epochs, verbose=2, shuffle=False)  # shuffled by the dataset
 
     test = load_mmdigits("test", seed=seed, as_numpy=True)
     labels = test.pop("label")
