@@ -217,3 +217,17 @@ def test_image_corrupt_inside_still_fails_loudly(tmp_path):
     path = write_csv(tmp_path / "m.csv", [{"image": "bad.png"}], ["image"])
     with pytest.raises(Exception, match="PNG"):
         list(from_manifest(path, image_size=8))
+
+
+def test_jpeg_rows_decode_like_pil(tmp_path):
+    pixels = np.clip(np.add.outer(np.arange(24), np.arange(40))[..., None] * [3, 2, 1], 0, 255)
+    Image.fromarray(pixels.astype(np.uint8)).save(tmp_path / "a.jpg", quality=95)
+    reference = np.asarray(Image.open(tmp_path / "a.jpg").convert("RGB")).astype(int)
+    path = write_csv(tmp_path / "m.csv", [{"image": "a.jpg", "label": 1}], ["image", "label"])
+    # image_size equal to neither side: resized; compare against PIL's own bilinear resize.
+    (example,) = list(from_manifest(path, image_size=24))
+    resized = np.asarray(
+        Image.open(tmp_path / "a.jpg").convert("RGB").resize((24, 24), Image.BILINEAR)
+    )
+    assert np.abs(example["image"].numpy().astype(int) - resized.astype(int)).max() <= 2
+    assert reference.shape == (24, 40, 3)
