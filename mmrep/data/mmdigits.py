@@ -135,13 +135,13 @@ def _place_audio(files, length, rng, random_offset):
     return audio
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=4)
 def _arrays(split, modalities, image_size, video_frames, video_size, audio_seconds, seed, shift):
     images, digits = _digits()
     indices = split_indices(split)
     labels = digits[indices]
     text_rng, audio_rng, video_rng = _rngs(seed, split, 3)
-    arrays = {"label": labels, "index": indices.astype("int32")}
+    arrays = {"label": labels}
     if "image" in modalities:
         gray = np.round(_upsample(images[indices], image_size) * 255).astype("uint8")
         arrays["image"] = np.repeat(gray[..., None], 3, axis=-1)
@@ -152,7 +152,6 @@ def _arrays(split, modalities, image_size, video_frames, video_size, audio_secon
         files = [pools[d][audio_rng.integers(len(pools[d]))] for d in labels]
         length = round(audio_seconds * SAMPLE_RATE)
         arrays["audio"] = _place_audio(files, length, audio_rng, random_offset=shift)
-        arrays["audio_file"] = np.array(files, dtype=object)
     if "video" in modalities:
         source = _upsample(images[indices], 32)
         arrays["video"], arrays["motion"] = moving_digit_clips(
