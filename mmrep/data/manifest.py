@@ -101,7 +101,7 @@ class _Decoder:
 
     No TensorFlow op runs here: these calls run in a pool of Python threads, and eager
     ops from several threads fight over TensorFlow's own thread pool (on 2 cores that
-    halved throughput). Images are decoded and frames resized in the graph (`finish`).
+    halved throughput). Images are decoded and frames resized in the graph (`_finish`).
     """
 
     def __init__(self, root, columns, audio_samples, video_frames, max_video_frames):
