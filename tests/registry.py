@@ -2,12 +2,15 @@
 
 Each entry is a `LayerCase` that the conformance tests (tests/test_conformance.py) run
 through every check of the shared harness. A public layer without an entry makes
-tests/test_registry.py fail: adding a layer to mmrep means adding it here.
+tests/test_registry.py fail: adding a layer to mmrep means adding it here (or to the
+case list of its area, such as tests/encoders/text/cases.py, which this module merges).
 """
 
 import numpy as np
 
 from mmrep.fusion import ConcatFusion
+from tests.encoders.audio.cases import AUDIO_CASES
+from tests.encoders.text.cases import TEXT_CASES
 from tests.harness import LayerCase
 
 
@@ -29,7 +32,7 @@ def _sequence_features():
     }
 
 
-REGISTRY = [
+FUSION_CASES = [
     LayerCase(
         name="concat_projection_l2_presence",
         layer_cls=ConcatFusion,
@@ -63,3 +66,5 @@ REGISTRY = [
         expected_output_shape=(4, 3, 11),
     ),
 ]
+
+REGISTRY = [*FUSION_CASES, *TEXT_CASES, *AUDIO_CASES]

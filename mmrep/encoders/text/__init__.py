@@ -1,0 +1,3 @@
+"""Text encoders: BERT from local Hugging Face checkpoints, and its tokenizers."""
+
+__all__ = []
