@@ -1,3 +1,7 @@
 """Text encoders: BERT from local Hugging Face checkpoints, and its tokenizers."""
 
-__all__ = []
+from mmrep.encoders.text.bert import BertEncoder
+from mmrep.encoders.text.bert_layers import BertEmbedding, BertTransformerBlock
+from mmrep.encoders.text.safetensors_io import CheckpointError
+
+__all__ = ["BertEmbedding", "BertEncoder", "BertTransformerBlock", "CheckpointError"]
