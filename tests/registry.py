@@ -10,6 +10,7 @@ import numpy as np
 
 from mmrep.fusion import ConcatFusion
 from tests.encoders.audio.cases import AUDIO_CASES
+from tests.encoders.text.bert_cases import BERT_CASES
 from tests.encoders.text.cases import TEXT_CASES
 from tests.harness import LayerCase
 
@@ -67,4 +68,4 @@ FUSION_CASES = [
     ),
 ]
 
-REGISTRY = [*FUSION_CASES, *TEXT_CASES, *AUDIO_CASES]
+REGISTRY = [*FUSION_CASES, *BERT_CASES, *TEXT_CASES, *AUDIO_CASES]

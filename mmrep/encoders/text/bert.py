@@ -157,6 +157,9 @@ class BertEncoder(keras.layers.Layer):
             name="pooler",
             dtype=self.dtype_policy,
         )
+        # Unused by "cls" and "mean" pooling; kept so that checkpoints load either way,
+        # but not trained (it would receive no gradient).
+        self.pooler.trainable = pooling in (None, "pooled")
         self.frozen_layers = 0
         self.freeze_lower_layers(frozen_layers)
 
@@ -219,13 +222,12 @@ class BertEncoder(keras.layers.Layer):
         x = self.embedding(token_ids, segment_ids, training=training)
         for block in self.blocks:
             x = block(x, padding_mask=padding_mask, training=training)
-        pooled = self.pooler(x[:, 0])
         if self.pooling is None:
-            return {"sequence_output": x, "pooled_output": pooled}
+            return {"sequence_output": x, "pooled_output": self.pooler(x[:, 0])}
         if self.pooling == "cls":
             sentence = x[:, 0]
         elif self.pooling == "pooled":
-            sentence = pooled
+            sentence = self.pooler(x[:, 0])
         else:
             weights = ops.cast(padding_mask, "float32")[..., None]
             total = ops.sum(ops.cast(x, "float32") * weights, axis=1)
