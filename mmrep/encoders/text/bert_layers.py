@@ -129,6 +129,7 @@ class BertEmbedding(keras.layers.Layer):
                 f"Expected sequences of at most max_position_embeddings="
                 f"{self.max_position_embeddings} tokens. Received: length {length}"
             )
+        token_ids = self._checked(token_ids, static_length=length)
         positions = self.position_embeddings(ops.arange(ops.shape(token_ids)[1]))
         x = (
             self.word_embeddings(token_ids)
@@ -136,6 +137,37 @@ class BertEmbedding(keras.layers.Layer):
             + positions[None]
         )
         return self.dropout_layer(self.layer_norm(x), training=training)
+
+    def _checked(self, token_ids, static_length):
+        """Token ids guarded by in-graph checks of the id range and the sequence length.
+
+        An out-of-range id or position would be an error on the CPU but read as zeros on
+        a GPU, so the graph checks them itself. XLA (`jit_compile=True`) drops assertions;
+        there the length is still checked when the shape is static.
+        """
+        if keras.backend.backend() != "tensorflow":
+            return token_ids
+        import tensorflow as tf
+
+        checks = [
+            tf.debugging.assert_less(
+                token_ids,
+                tf.cast(self.vocabulary_size, token_ids.dtype),
+                message=f"token ids must be < vocabulary_size={self.vocabulary_size}",
+            ),
+            tf.debugging.assert_non_negative(token_ids, message="token ids must be >= 0"),
+        ]
+        if static_length is None:
+            checks.append(
+                tf.debugging.assert_less_equal(
+                    tf.shape(token_ids)[1],
+                    self.max_position_embeddings,
+                    message="Expected sequences of at most max_position_embeddings="
+                    f"{self.max_position_embeddings} tokens; received a longer one",
+                )
+            )
+        with tf.control_dependencies(checks):
+            return tf.identity(token_ids)
 
     def compute_output_shape(self, token_ids_shape, segment_ids_shape=None):
         return (*token_ids_shape, self.hidden_size)

@@ -108,8 +108,29 @@ def test_sequence_longer_than_the_position_table(tmp_path, model):
     save(model, tmp_path)
     encoder = BertEncoder.from_pretrained(tmp_path)
     batch = padded_batch([30], 30, TINY["vocab_size"])
-    with pytest.raises(ValueError, match=r"max_position_embeddings=24 tokens\. Received: length 30"):
+    with pytest.raises(
+        ValueError, match=r"max_position_embeddings=24 tokens\. Received: length 30"
+    ):
         encoder(batch)
+
+
+def test_graph_checks_for_dynamic_length_and_id_range(tmp_path, model):
+    import tensorflow as tf
+
+    save(model, tmp_path)
+    encoder = BertEncoder.from_pretrained(tmp_path)
+    spec = tf.TensorSpec((None, None), tf.int32)
+    serve = tf.function(
+        lambda ids, mask: encoder({"token_ids": ids, "padding_mask": mask})["pooled_output"],
+        input_signature=[spec, spec],
+    )
+    batch = padded_batch([30], 30, TINY["vocab_size"])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="max_position_embeddings=24"):
+        serve(batch["token_ids"], batch["padding_mask"])
+    batch = padded_batch([5], 5, TINY["vocab_size"])
+    batch["token_ids"][0, 2] = TINY["vocab_size"]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="vocabulary_size=97"):
+        serve(batch["token_ids"], batch["padding_mask"])
 
 
 def test_bad_input_keys(tmp_path, model):
