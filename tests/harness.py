@@ -19,7 +19,10 @@ expected and what came:
   gives the same weights as the same step on one device with the same global batch.
 
 `run_layer_test(case)` runs them all. Inputs are a tensor or a flat dict of tensors;
-`call_tensors` holds tensor keyword arguments (such as a presence mask).
+`call_tensors` holds tensor keyword arguments (such as a presence mask). String arrays
+become `keras.Input(dtype="string")` inputs. A case may declare checks that cannot apply
+to its layer in `not_applicable` (a check name and the reason): the conformance test
+reports them as skipped with that reason; every other check runs.
 """
 
 import dataclasses
@@ -59,6 +62,9 @@ class LayerCase:
         deterministic_training: whether a training step is deterministic, so that the
             distributed step can be compared with the single-device one.
         atol: tolerance for outputs that should be identical up to float round-off.
+        not_applicable: dict `{check name: reason}` of checks that cannot apply, such as
+            `{"gradients": "integer outputs and no weights"}`. Names must be keys of
+            `CHECKS` and reasons non-empty.
     """
 
     name: str
@@ -73,6 +79,18 @@ class LayerCase:
     no_gradient: tuple = ()
     deterministic_training: bool = True
     atol: float = 1e-6
+    not_applicable: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        unknown = sorted(set(self.not_applicable) - set(CHECKS))
+        if unknown:
+            raise ValueError(
+                f"case {self.name!r}: not_applicable names unknown checks {unknown}; "
+                f"the checks are {list(CHECKS)}"
+            )
+        blank = sorted(k for k, v in self.not_applicable.items() if not str(v or "").strip())
+        if blank:
+            raise ValueError(f"case {self.name!r}: not_applicable needs a reason for {blank}")
 
     def example(self):
         inputs = self.make_inputs()
@@ -104,7 +122,8 @@ def functional_model(case, layer, inputs, tensors):
 
     def symbolic(name, value):
         value = np.asarray(value)
-        return keras.Input(shape=value.shape[1:], dtype=str(value.dtype), name=name)
+        dtype = "string" if value.dtype.kind in "OSU" else str(value.dtype)
+        return keras.Input(shape=value.shape[1:], dtype=dtype, name=name)
 
     sym_inputs = (
         {k: symbolic(k, v) for k, v in inputs.items()}
@@ -390,6 +409,9 @@ CHECKS = {
 
 
 def run_layer_test(case, checks=None):
-    """Runs the named checks (all by default) on `case`; raises AssertionError on failure."""
-    for name in checks or CHECKS:
+    """Runs the named checks (by default all that apply) on `case`.
+
+    Raises AssertionError on failure.
+    """
+    for name in checks or [c for c in CHECKS if c not in case.not_applicable]:
         CHECKS[name](case)

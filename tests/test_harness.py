@@ -19,6 +19,7 @@ from tests.harness import (
     check_keras_save,
     check_mixed_precision,
     check_saved_model,
+    run_layer_test,
 )
 
 
@@ -164,3 +165,22 @@ def test_gradients_catches_an_infinite_gradient():
 def test_distributed_catches_per_replica_batch_statistics():
     with pytest.raises(AssertionError, match="MirroredStrategy"):
         check_distributed(_case(BatchCentred))
+
+
+def test_not_applicable_must_name_known_checks_with_a_reason():
+    with pytest.raises(ValueError, match=r"unknown checks \['gradient'\]"):
+        _case(Scale, not_applicable={"gradient": "typo of gradients"})
+    with pytest.raises(ValueError, match=r"needs a reason for \['distributed'\]"):
+        _case(Scale, not_applicable={"distributed": " "})
+
+
+def test_not_applicable_skips_only_the_named_check():
+    # The infinite gradient is excused only where "gradients" is declared not to apply...
+    run_layer_test(_case(SqrtAtZero, not_applicable={"gradients": "excused for this test"}))
+    # ...and a declaration for another check does not hide it, nor a wrong shape.
+    with pytest.raises(AssertionError, match="not finite"):
+        run_layer_test(_case(SqrtAtZero, not_applicable={"distributed": "excused"}))
+    with pytest.raises(AssertionError, match="expected output shape"):
+        run_layer_test(
+            _case(Scale, expected_output_shape=(4, 5), not_applicable={"gradients": "excused"})
+        )
