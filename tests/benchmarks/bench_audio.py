@@ -1,13 +1,13 @@
 """Audio benchmarks: the VGGish log-mel frontend and the full VGGish, on CPU.
 
 The references (librosa, PyTorch) run in a process of their own; see
-`tests/benchmarks/audio_references.py` for why.
+`tests/benchmarks/references.py` for why.
 """
 
 import tensorflow as tf
 
 from mmrep.encoders import LogMelSpectrogram, VGGish
-from tests.benchmarks.audio_references import ReferenceProcess, clips
+from tests.benchmarks.references import ReferenceProcess, clips
 from tests.benchmarks.runner import Comparison, benchmark
 from tests.encoders.audio import reference as ref
 

@@ -1,9 +1,13 @@
-"""Text encoder benchmark: BertEncoder vs Hugging Face transformers on PyTorch (CPU)."""
+"""Text encoder benchmark: BertEncoder vs Hugging Face transformers on PyTorch (CPU).
+
+The reference runs in a process of its own (see `tests/benchmarks/references.py`).
+"""
 
 import tempfile
 
-import numpy as np
+import tensorflow as tf
 
+from tests.benchmarks.references import ReferenceProcess, bert_batch
 from tests.benchmarks.runner import Comparison, benchmark
 
 BERT_BASE = {
@@ -27,42 +31,24 @@ SMOKE = {
 @benchmark("bert_encoder")
 def bert_encoder(size="full"):
     """BERT-base forward pass, batch 32 x 128 tokens with padding, 2 CPU threads each."""
-    import tensorflow as tf
     import torch
     import transformers
 
     from mmrep.encoders import BertEncoder
 
     config, batch, length = (BERT_BASE, 32, 128) if size == "full" else (SMOKE, 2, 8)
-    torch.set_num_threads(2)
     torch.manual_seed(0)
-    reference_model = transformers.BertModel(transformers.BertConfig(**config)).eval()
     with tempfile.TemporaryDirectory() as tmp:
-        reference_model.save_pretrained(tmp)
+        transformers.BertModel(transformers.BertConfig(**config)).save_pretrained(tmp)
         encoder = BertEncoder.from_pretrained(tmp)
-
-    rng = np.random.default_rng(0)
-    lengths = rng.integers(length // 2, length + 1, batch)
-    mask = (np.arange(length)[None] < lengths[:, None]).astype("int32")
-    ids = rng.integers(1000 % config["vocab_size"], config["vocab_size"], (batch, length))
-    ids = (ids * mask).astype("int32")
-    inputs = {"token_ids": ids, "padding_mask": mask, "segment_ids": np.zeros_like(ids)}
-    tf_inputs = {k: tf.constant(v) for k, v in inputs.items()}
+        reference = ReferenceProcess("torch_bert", checkpoint=tmp, batch=batch, length=length)
+    inputs = {k: tf.constant(v) for k, v in bert_batch(batch, length, config["vocab_size"]).items()}
     ours = tf.function(lambda x: encoder(x)["sequence_output"])
-    torch_inputs = {
-        "input_ids": torch.as_tensor(ids, dtype=torch.long),
-        "attention_mask": torch.as_tensor(mask, dtype=torch.long),
-    }
-
-    def reference():
-        with torch.inference_mode():
-            return reference_model(**torch_inputs).last_hidden_state
-
     return Comparison(
-        mmrep=lambda: ours(tf_inputs).numpy(),
+        mmrep=lambda: ours(inputs).numpy(),
         reference=reference,
         reference_name=f"transformers {transformers.__version__} BertModel, PyTorch "
-        f"{torch.__version__} (sdpa attention, inference_mode)",
+        f"{torch.__version__}, 2 threads, inference_mode, own process",
         work=f"{config['num_hidden_layers']} layers x {config['hidden_size']}, "
         f"batch {batch} x {length} tokens (padded), tf.function",
         items=batch,

@@ -1,4 +1,4 @@
-"""The references of the audio benchmarks, run in a process of their own.
+"""The references of the audio and text benchmarks, run in a process of their own.
 
 On a machine with few cores, a reference that shares the process with TensorFlow loses
 much of its speed to the thread pools spinning beside it (OpenBLAS's and PyTorch's
@@ -8,7 +8,7 @@ here, in a child process that never imports TensorFlow and whose idle threads sl
 instead of spinning, and `ReferenceProcess` drives it call by call through a pipe (the
 round trip costs well under a millisecond).
 
-`python -m tests.benchmarks.audio_references` serves one reference: a JSON line on stdin
+`python -m tests.benchmarks.references` serves one reference: a JSON line on stdin
 names it and its size, then every `run` line runs it once and answers `done`.
 """
 
@@ -80,7 +80,42 @@ def torch_vggish(batch, seconds, widths, seed=1):
     return run
 
 
-REFERENCES = {"librosa_log_mel": librosa_log_mel, "torch_vggish": torch_vggish}
+def torch_bert(checkpoint, batch, length, seed=0):
+    """transformers' BertModel on PyTorch, 2 threads, inference mode (its default sdpa)."""
+    import torch
+    import transformers
+
+    torch.set_num_threads(2)
+    model = transformers.BertModel.from_pretrained(checkpoint, local_files_only=True).eval()
+    inputs = {
+        k: torch.as_tensor(v, dtype=torch.long)
+        for k, v in bert_batch(batch, length, model.config.vocab_size, seed).items()
+        if k != "segment_ids"
+    }
+    inputs["attention_mask"] = inputs.pop("padding_mask")
+    inputs["input_ids"] = inputs.pop("token_ids")
+
+    def run():
+        with torch.inference_mode():
+            return model(**inputs).last_hidden_state.numpy()
+
+    return run
+
+
+def bert_batch(batch, length, vocab_size, seed=0):
+    """Random token ids, lengths between half and all of `length`, padding after."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(length // 2, length + 1, batch)
+    mask = (np.arange(length)[None] < lengths[:, None]).astype("int32")
+    ids = rng.integers(min(1000, vocab_size - 1), vocab_size, (batch, length)) * mask
+    return {"token_ids": ids.astype("int32"), "padding_mask": mask, "segment_ids": 0 * mask}
+
+
+REFERENCES = {
+    "librosa_log_mel": librosa_log_mel,
+    "torch_vggish": torch_vggish,
+    "torch_bert": torch_bert,
+}
 
 
 class ReferenceProcess:
@@ -97,7 +132,7 @@ class ReferenceProcess:
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         env.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "tests.benchmarks.audio_references"],
+            [sys.executable, "-m", "tests.benchmarks.references"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             cwd=ROOT,
@@ -118,7 +153,7 @@ class ReferenceProcess:
         self._process.stdin.flush()
         answer = self._process.stdout.readline().strip()
         if not answer or (expect is not None and answer != expect):
-            raise RuntimeError(f"audio reference process answered {answer!r}, expected {expect}")
+            raise RuntimeError(f"reference process answered {answer!r}, expected {expect}")
         return answer
 
 
