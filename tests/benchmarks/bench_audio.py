@@ -31,13 +31,7 @@ def published_size_vggish(widths, seed):
     """A `VGGish` with the random weights the PyTorch reference builds from `seed`."""
     weights = ref.random_weights(ref.tf1_shapes(*widths), seed=seed)
     names = ("conv_filters", "fc_units", "embedding_dim")
-    layer = VGGish(**dict(zip(names, widths, strict=False)))
-    layer.build()
-    for name, sublayer in layer.named_layers.items():
-        scope = f"{name.split('_')[0]}/{name}" if "_" in name else name
-        sublayer.kernel.assign(weights[f"vggish/{scope}/weights"])
-        sublayer.bias.assign(weights[f"vggish/{scope}/biases"])
-    return layer
+    return ref.assign_tf1_weights(VGGish(**dict(zip(names, widths, strict=False))), weights)
 
 
 @benchmark("vggish_embedding")

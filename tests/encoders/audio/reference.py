@@ -149,6 +149,16 @@ class TorchVGGish(torch.nn.Module):
         return x
 
 
+def assign_tf1_weights(layer, weights):
+    """Copies TF1-named arrays into a `VGGish` by hand (independent of mmrep's loaders)."""
+    layer.build()
+    for name, sublayer in layer.named_layers.items():
+        scope = f"{name.split('_')[0]}/{name}" if "_" in name else name
+        sublayer.kernel.assign(weights[f"vggish/{scope}/weights"])
+        sublayer.bias.assign(weights[f"vggish/{scope}/biases"])
+    return layer
+
+
 def torch_embeddings(model, examples):
     """float32 `[N, embedding]` of `[N, 96, 64]` examples with a `TorchVGGish`, 2 threads."""
     torch.set_num_threads(2)

@@ -12,19 +12,9 @@ RNG = np.random.default_rng(9)
 TINY = {"conv_filters": (4, 8, 8, 8), "fc_units": (16,), "embedding_dim": 6}
 
 
-def _set_weights(layer, weights):
-    """Copies TF1-named arrays into the layer by hand (independent of the loaders)."""
-    layer.build()
-    for name, sublayer in layer.named_layers.items():
-        scope = f"{name.split('_')[0]}/{name}" if "_" in name else name
-        sublayer.kernel.assign(weights[f"vggish/{scope}/weights"])
-        sublayer.bias.assign(weights[f"vggish/{scope}/biases"])
-    return layer
-
-
 @pytest.fixture(scope="module")
 def published_vggish(published_weights):
-    return _set_weights(VGGish(), published_weights)
+    return ref.assign_tf1_weights(VGGish(), published_weights)
 
 
 @pytest.fixture(scope="module")
