@@ -5,7 +5,7 @@ import tensorflow as tf
 from keras import ops
 
 from mmrep.encoders.audio import waveform_checks as checks
-from mmrep.encoders.audio.log_mel import LogMelSpectrogram
+from mmrep.encoders.audio.log_mel import LogMelSpectrogram, count_windows
 
 
 def resolve_frontend(frontend, dtype_policy):
@@ -102,12 +102,7 @@ class AudioExamples(keras.layers.Layer):
     def num_examples(self, num_samples):
         """Whole examples in `num_samples` samples (int or integer tensor), padding aside."""
         frames = self.frontend.num_frames(num_samples)
-        if isinstance(frames, int):
-            if frames < self.example_frames:
-                return 0
-            return 1 + (frames - self.example_frames) // self.example_hop
-        examples = 1 + (frames - self.example_frames) // self.example_hop
-        return ops.where(frames >= self.example_frames, examples, ops.zeros_like(examples))
+        return count_windows(frames, self.example_frames, self.example_hop)
 
     def build(self, inputs_shape, lengths_shape=None):
         self.frontend.build(inputs_shape)

@@ -44,6 +44,18 @@ def mel_weight_matrix(
     return weights
 
 
+def count_windows(length, size, hop):
+    """Whole windows of `size` every `hop` in `length` (an int or an integer tensor).
+
+    `1 + (length - size) // hop`, or 0 when `length < size`: the frame count of the
+    frontend and the example count of the framing both follow this rule.
+    """
+    if isinstance(length, int):
+        return 0 if length < size else 1 + (length - size) // hop
+    windows = 1 + (length - size) // hop
+    return ops.where(length >= size, windows, ops.zeros_like(windows))
+
+
 @keras.saving.register_keras_serializable(package="mmrep")
 class LogMelSpectrogram(keras.layers.Layer):
     """Log-mel spectrogram of a waveform, exactly as VGGish computes it, inside the graph.
@@ -194,12 +206,7 @@ class LogMelSpectrogram(keras.layers.Layer):
 
     def num_frames(self, num_samples):
         """Frames for `num_samples` samples (an int or an integer tensor), 0 if too short."""
-        if isinstance(num_samples, int):
-            if num_samples < self.window_length:
-                return 0
-            return 1 + (num_samples - self.window_length) // self.hop_length
-        frames = 1 + (num_samples - self.window_length) // self.hop_length
-        return ops.where(num_samples >= self.window_length, frames, ops.zeros_like(frames))
+        return count_windows(num_samples, self.window_length, self.hop_length)
 
     def call(self, inputs, sample_rate=None):
         checks.check_sample_rate(self, sample_rate)
