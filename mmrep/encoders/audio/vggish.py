@@ -5,8 +5,9 @@ from keras import ops
 
 from mmrep.encoders.audio import waveform_checks as checks
 from mmrep.encoders.audio.audio_examples import AudioExamples
+from mmrep.encoders.pooling import POOLINGS, masked_pool
 
-_POOLINGS = (None, "mean", "max", "attention")
+_POOLINGS = (None, *POOLINGS)
 # (stage, convolutions per stage); a 2x2 max pool follows each stage.
 _STAGES = (("conv1", 1), ("conv2", 1), ("conv3", 2), ("conv4", 2))
 
@@ -244,23 +245,8 @@ class VGGish(keras.layers.Layer):
         return examples, ops.not_equal(example_mask, ops.zeros_like(example_mask))
 
     def _pool_examples(self, sequence, mask):
-        # Pooling statistics in float32: a float16 sum over many examples can overflow.
-        x = ops.cast(sequence, "float32")
-        weights = ops.cast(mask, "float32")[..., None]
-        count = ops.sum(weights, axis=1)
-        if self.pooling == "mean":
-            pooled = ops.sum(x * weights, axis=1) / ops.maximum(count, 1.0)
-        elif self.pooling == "max":
-            lowest = ops.full_like(x, -3.0e38)
-            pooled = ops.max(ops.where(mask[..., None], x, lowest), axis=1)
-            pooled = ops.where(count > 0, pooled, ops.zeros_like(pooled))
-        else:
-            scores = ops.cast(self._attention(sequence), "float32")
-            scores = ops.where(mask[..., None], scores, ops.full_like(scores, -3.0e38))
-            scores = scores - ops.max(scores, axis=1, keepdims=True)
-            exp = ops.exp(scores) * weights
-            alpha = exp / ops.maximum(ops.sum(exp, axis=1, keepdims=True), 1e-30)
-            pooled = ops.sum(alpha * x, axis=1)
+        scores = self._attention(sequence) if self._attention is not None else None
+        pooled = masked_pool(sequence, mask, self.pooling, scores)
         return ops.cast(pooled, self.compute_dtype)
 
     def _num_examples(self, input_shape):
