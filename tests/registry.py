@@ -12,6 +12,7 @@ from mmrep.fusion import ConcatFusion
 from tests.encoders.audio.cases import AUDIO_CASES
 from tests.encoders.text.bert_cases import BERT_CASES
 from tests.encoders.text.cases import TEXT_CASES
+from tests.encoders.video.cases import VIDEO_CASES
 from tests.harness import LayerCase
 
 
@@ -68,4 +69,4 @@ FUSION_CASES = [
     ),
 ]
 
-REGISTRY = [*FUSION_CASES, *BERT_CASES, *TEXT_CASES, *AUDIO_CASES]
+REGISTRY = [*FUSION_CASES, *BERT_CASES, *TEXT_CASES, *AUDIO_CASES, *VIDEO_CASES]

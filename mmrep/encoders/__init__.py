@@ -1,11 +1,12 @@
-"""Unimodal encoders: text (BERT from local Hugging Face checkpoints) and audio (VGGish).
+"""Unimodal encoders: text (BERT), audio (VGGish), video (frame encoder + temporal pooling).
 
 Each encoder family lives in its own subpackage (`mmrep.encoders.text`,
-`mmrep.encoders.audio`); this module re-exports their public names.
+`mmrep.encoders.audio`, `mmrep.encoders.video`); this module re-exports their public names.
 """
 
-from mmrep.encoders import audio, text
+from mmrep.encoders import audio, text, video
 from mmrep.encoders.audio import *  # noqa: F403
 from mmrep.encoders.text import *  # noqa: F403
+from mmrep.encoders.video import *  # noqa: F403
 
-__all__ = [*audio.__all__, *text.__all__]
+__all__ = [*audio.__all__, *text.__all__, *video.__all__]
