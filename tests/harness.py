@@ -65,6 +65,8 @@ class LayerCase:
         not_applicable: dict `{check name: reason}` of checks that cannot apply, such as
             `{"gradients": "integer outputs and no weights"}`. Names must be keys of
             `CHECKS` and reasons non-empty.
+        make_init_kwargs: callable returning more constructor arguments, made at test
+            time (such as a SavedModel path written to a temporary folder), or `None`.
     """
 
     name: str
@@ -80,6 +82,7 @@ class LayerCase:
     deterministic_training: bool = True
     atol: float = 1e-6
     not_applicable: dict = dataclasses.field(default_factory=dict)
+    make_init_kwargs: Callable[[], dict] | None = None
 
     def __post_init__(self):
         unknown = sorted(set(self.not_applicable) - set(CHECKS))
@@ -97,8 +100,13 @@ class LayerCase:
         tensors = self.make_call_tensors() if self.make_call_tensors else {}
         return inputs, tensors
 
+    def constructor_kwargs(self):
+        """`init_kwargs` with the arguments of `make_init_kwargs()`."""
+        made = self.make_init_kwargs() if self.make_init_kwargs else {}
+        return {**self.init_kwargs, **made}
+
     def make_layer(self, **extra):
-        return self.layer_cls(**self.init_kwargs, **extra)
+        return self.layer_cls(**self.constructor_kwargs(), **extra)
 
     def __str__(self):
         return self.name
@@ -202,9 +210,10 @@ def check_call(case):
 def check_config(case):
     layer, inputs, tensors, outputs = _built_layer(case)
     config = layer.get_config()
-    missing = [k for k in case.init_kwargs if k not in config]
+    init_kwargs = case.constructor_kwargs()
+    missing = [k for k in init_kwargs if k not in config]
     assert not missing, f"get_config() drops constructor arguments {missing}"
-    for key, value in case.init_kwargs.items():
+    for key, value in init_kwargs.items():
         if isinstance(value, (str, int, float, bool, list, tuple, dict, type(None))):
             got = config[key]
             assert _jsonable(got) == _jsonable(value), (

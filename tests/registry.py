@@ -10,6 +10,7 @@ import numpy as np
 
 from mmrep.fusion import ConcatFusion
 from tests.encoders.audio.cases import AUDIO_CASES
+from tests.encoders.saved_model_cases import SAVED_MODEL_CASES
 from tests.encoders.text.bert_cases import BERT_CASES
 from tests.encoders.text.cases import TEXT_CASES
 from tests.encoders.video.cases import VIDEO_CASES
@@ -69,4 +70,4 @@ FUSION_CASES = [
     ),
 ]
 
-REGISTRY = [*FUSION_CASES, *BERT_CASES, *TEXT_CASES, *AUDIO_CASES, *VIDEO_CASES]
+REGISTRY = [*FUSION_CASES, *BERT_CASES, *TEXT_CASES, *AUDIO_CASES, *VIDEO_CASES, *SAVED_MODEL_CASES]
