@@ -14,6 +14,7 @@ from tests.encoders.saved_model_cases import SAVED_MODEL_CASES
 from tests.encoders.text.bert_cases import BERT_CASES
 from tests.encoders.text.cases import TEXT_CASES
 from tests.encoders.video.cases import VIDEO_CASES
+from tests.fusion.bilinear_cases import BILINEAR_CASES
 from tests.harness import LayerCase
 
 
@@ -70,4 +71,12 @@ FUSION_CASES = [
     ),
 ]
 
-REGISTRY = [*FUSION_CASES, *BERT_CASES, *TEXT_CASES, *AUDIO_CASES, *VIDEO_CASES, *SAVED_MODEL_CASES]
+REGISTRY = [
+    *FUSION_CASES,
+    *BILINEAR_CASES,
+    *BERT_CASES,
+    *TEXT_CASES,
+    *AUDIO_CASES,
+    *VIDEO_CASES,
+    *SAVED_MODEL_CASES,
+]

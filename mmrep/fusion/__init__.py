@@ -1,5 +1,7 @@
 """Fusion layers: combine per-modality representations `{modality: tensor}` into one."""
 
+from mmrep.fusion.bilinear import BilinearFusion
 from mmrep.fusion.concat import ConcatFusion
+from mmrep.fusion.tensor_fusion import LowRankTensorFusion, TensorFusion
 
-__all__ = ["ConcatFusion"]
+__all__ = ["BilinearFusion", "ConcatFusion", "LowRankTensorFusion", "TensorFusion"]
