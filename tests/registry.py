@@ -14,6 +14,7 @@ from tests.encoders.saved_model_cases import SAVED_MODEL_CASES
 from tests.encoders.text.bert_cases import BERT_CASES
 from tests.encoders.text.cases import TEXT_CASES
 from tests.encoders.video.cases import VIDEO_CASES
+from tests.fusion.autoencoder_cases import AUTOENCODER_CASES
 from tests.fusion.bilinear_cases import BILINEAR_CASES
 from tests.harness import LayerCase
 
@@ -74,6 +75,7 @@ FUSION_CASES = [
 REGISTRY = [
     *FUSION_CASES,
     *BILINEAR_CASES,
+    *AUTOENCODER_CASES,
     *BERT_CASES,
     *TEXT_CASES,
     *AUDIO_CASES,

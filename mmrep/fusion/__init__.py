@@ -1,7 +1,14 @@
 """Fusion layers: combine per-modality representations `{modality: tensor}` into one."""
 
+from mmrep.fusion.autoencoder import MultimodalAutoencoder
 from mmrep.fusion.bilinear import BilinearFusion
 from mmrep.fusion.concat import ConcatFusion
 from mmrep.fusion.tensor_fusion import LowRankTensorFusion, TensorFusion
 
-__all__ = ["BilinearFusion", "ConcatFusion", "LowRankTensorFusion", "TensorFusion"]
+__all__ = [
+    "BilinearFusion",
+    "ConcatFusion",
+    "LowRankTensorFusion",
+    "MultimodalAutoencoder",
+    "TensorFusion",
+]
