@@ -16,6 +16,7 @@ from tests.encoders.text.cases import TEXT_CASES
 from tests.encoders.video.cases import VIDEO_CASES
 from tests.fusion.autoencoder_cases import AUTOENCODER_CASES
 from tests.fusion.bilinear_cases import BILINEAR_CASES
+from tests.fusion.coordinated_cases import COORDINATED_CASES
 from tests.harness import LayerCase
 
 
@@ -76,6 +77,7 @@ REGISTRY = [
     *FUSION_CASES,
     *BILINEAR_CASES,
     *AUTOENCODER_CASES,
+    *COORDINATED_CASES,
     *BERT_CASES,
     *TEXT_CASES,
     *AUDIO_CASES,

@@ -3,11 +3,13 @@
 from mmrep.fusion.autoencoder import MultimodalAutoencoder
 from mmrep.fusion.bilinear import BilinearFusion
 from mmrep.fusion.concat import ConcatFusion
+from mmrep.fusion.coordinated import CoordinatedEmbedding
 from mmrep.fusion.tensor_fusion import LowRankTensorFusion, TensorFusion
 
 __all__ = [
     "BilinearFusion",
     "ConcatFusion",
+    "CoordinatedEmbedding",
     "LowRankTensorFusion",
     "MultimodalAutoencoder",
     "TensorFusion",

@@ -1,0 +1,23 @@
+"""Training losses: contrastive (CLIP / InfoNCE, NT-Xent, VSE++ max-margin).
+
+Functions (`clip_loss`, `nt_xent_loss`, `max_margin_ranking_loss`) take two embedding
+tensors and return a scalar; the `keras.losses.Loss` classes read the output dict of
+`mmrep.fusion.CoordinatedEmbedding` and are attached to it (`loss=`) for `model.fit`.
+All gather negatives across `tf.distribute` replicas (`mmrep.losses.cross_replica`).
+"""
+
+from mmrep.losses.contrastive import clip_loss, max_margin_ranking_loss, nt_xent_loss
+from mmrep.losses.contrastive_keras import ClipLoss, MaxMarginRankingLoss, NTXentLoss
+from mmrep.losses.cross_replica import gather_batch, num_replicas_in_sync, strategy_replicas
+
+__all__ = [
+    "ClipLoss",
+    "MaxMarginRankingLoss",
+    "NTXentLoss",
+    "clip_loss",
+    "gather_batch",
+    "max_margin_ranking_loss",
+    "nt_xent_loss",
+    "num_replicas_in_sync",
+    "strategy_replicas",
+]
