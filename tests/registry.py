@@ -10,6 +10,7 @@ import numpy as np
 
 from mmrep.fusion import ConcatFusion
 from tests.encoders.audio.cases import AUDIO_CASES
+from tests.encoders.image.cases import IMAGE_CASES
 from tests.encoders.saved_model_cases import SAVED_MODEL_CASES
 from tests.encoders.text.bert_cases import BERT_CASES
 from tests.encoders.text.cases import TEXT_CASES
@@ -81,6 +82,7 @@ REGISTRY = [
     *BERT_CASES,
     *TEXT_CASES,
     *AUDIO_CASES,
+    *IMAGE_CASES,
     *VIDEO_CASES,
     *SAVED_MODEL_CASES,
 ]

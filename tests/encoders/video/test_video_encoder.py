@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from mmrep.encoders import ImageEncoder
 from mmrep.encoders.video import VideoEncoder
 from tests.encoders.video.frame_encoders import conv_frame_encoder
 from tests.harness import two_device_strategy
@@ -176,6 +177,18 @@ def test_fit_under_mirrored_strategy_with_batchnorm_and_skipped_frames():
     )
     assert np.isfinite(history.history["loss"][0])
     assert all(np.all(np.isfinite(s)) for s in _bn_statistics(frame_encoder))
+
+
+def test_image_encoder_as_frame_encoder_round_trips_through_keras_file(tmp_path):
+    frames, mask = _clips(size=16)
+    video = keras.Input((5, 16, 16, 3), dtype="uint8")
+    frame_mask = keras.Input((5,), dtype="bool")
+    encoder = VideoEncoder(ImageEncoder("small_cnn", image_size=(16, 16)), pooling="max")
+    model = keras.Model([video, frame_mask], encoder(video, frame_mask=frame_mask))
+    expected = model([frames, mask])
+    model.save(tmp_path / "video.keras")
+    reloaded = keras.models.load_model(tmp_path / "video.keras")
+    np.testing.assert_allclose(reloaded([frames, mask]), expected, rtol=1e-6, atol=1e-6)
 
 
 def test_bad_input_is_refused_with_what_came():
