@@ -4,11 +4,15 @@ Both directions use PyAV (FFmpeg). `write_video` encodes H.264 with libx264 at C
 (visually lossless), or MPEG-4 Part 2 at quantiser 2 where the PyAV build has no libx264.
 `read_video` decodes the first video stream, stops as soon as it has `max_frames` frames,
 and applies the stream's rotation metadata as FFmpeg's command-line tools do.
+`FrameSource` (frames with exact times, and seeking through the demuxer's index) and the
+helpers `decode_errors`, `first_video_stream` and `frame_to_rgb` serve
+`mmrep.preprocessing.frame_sampling` too.
 """
 
 import contextlib
 import errno
 import fractions
+import math
 import numbers
 import os
 import uuid
@@ -20,6 +24,9 @@ import numpy as np
 from mmrep.preprocessing.image_io import _check_size, resize_image
 
 _CODECS = ("libx264", "mpeg4")
+# A seek costs a decoder flush and refill: below this many frames of gap, decode through.
+_SEEK_MIN_FRAMES = 8
+_DEFAULT_GAP = fractions.Fraction(1, 3)  # seconds, for streams that report no frame rate
 
 
 class VideoDecodeError(ValueError):
@@ -160,31 +167,16 @@ def read_video(path, max_frames=256, size=None):
     if not os.path.exists(path):
         raise FileNotFoundError(errno.ENOENT, "No such video file", path)
     frames, timestamps = [], []
-    try:
-        with av.open(path) as container:
-            if not container.streams.video:
-                kinds = [stream.type for stream in container.streams]
-                raise VideoDecodeError(
-                    f"Video file {path!r} has no video stream. Received streams: {kinds}"
-                )
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            for frame in container.decode(stream):
-                image = frame.to_ndarray(format="rgb24")
-                quarter_turns = round(getattr(frame, "rotation", 0) / 90) % 4
-                if quarter_turns:
-                    # np.rot90 turns counterclockwise, the sense of PyAV's `rotation`.
-                    image = np.rot90(image, quarter_turns)
-                if size is not None:
-                    image = resize_image(np.ascontiguousarray(image), size).numpy()
-                frames.append(image)
-                timestamps.append(_timestamp(frame, stream, len(timestamps)))
-                if len(frames) == max_frames:
-                    break
-    except av.error.FFmpegError as error:
-        if isinstance(error, OSError):
-            raise
-        raise VideoDecodeError(f"Could not decode video file {path!r}: {error}") from None
+    with decode_errors(path), av.open(path) as container:
+        stream = first_video_stream(container, path)
+        for frame in container.decode(stream):
+            image = frame_to_rgb(frame)
+            if size is not None:
+                image = resize_image(np.ascontiguousarray(image), size).numpy()
+            frames.append(image)
+            timestamps.append(_timestamp(frame, stream, len(timestamps)))
+            if len(frames) == max_frames:
+                break
     if not frames:
         raise VideoDecodeError(f"Video file {path!r} has a video stream but no decodable frame.")
     shapes = sorted({image.shape for image in frames})
@@ -194,6 +186,176 @@ def read_video(path, max_frames=256, size=None):
             "frame to one size."
         )
     return np.stack(frames), np.asarray(timestamps, np.float64)
+
+
+@contextlib.contextmanager
+def decode_errors(path):
+    """Turns FFmpeg's errors inside the block into `VideoDecodeError` naming `path`.
+
+    FFmpeg errors that are also `OSError`s (a missing file, a permission problem) pass
+    through unchanged.
+    """
+    try:
+        yield
+    except av.error.FFmpegError as error:
+        if isinstance(error, OSError):
+            raise
+        raise VideoDecodeError(f"Could not decode video file {path!r}: {error}") from None
+
+
+def first_video_stream(container, path):
+    """The first video stream of an open PyAV container, set up for threaded decoding.
+
+    Raises:
+        VideoDecodeError: if the container has no video stream.
+    """
+    if not container.streams.video:
+        kinds = [stream.type for stream in container.streams]
+        raise VideoDecodeError(
+            f"Video file {path!r} has no video stream. Received streams: {kinds}"
+        )
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    return stream
+
+
+def frame_to_rgb(frame):
+    """A decoded PyAV video frame as uint8 RGB `[height, width, 3]`, turned upright.
+
+    The rotation of the stream's display matrix (PyAV's `VideoFrame.rotation`,
+    counterclockwise degrees) is applied rounded to a quarter turn, as FFmpeg's
+    command-line tools do; flips are not applied. The result may be a view.
+    """
+    image = frame.to_ndarray(format="rgb24")
+    quarter_turns = round(getattr(frame, "rotation", 0) / 90) % 4
+    if quarter_turns:
+        # np.rot90 turns counterclockwise, the sense of PyAV's `rotation`.
+        image = np.rot90(image, quarter_turns)
+    return image
+
+
+class FrameSource:
+    """Decoded frames of a file's first video stream, in order, with exact times.
+
+    `next()` gives `(frame, time)`, `time` a `fractions.Fraction` in seconds:
+    `pts * time_base`, or for frames without a timestamp `index / average_rate`.
+    `seek_towards(target, position)` skips ahead when the demuxer's index
+    (`Stream.index_entries`) holds a keyframe more than `min_gap` seconds (8 frames)
+    after `position` and at or before `target`; the next frame is then checked: if it is
+    already past `target` (the seek landed one keyframe late), the source seeks back to
+    `position`, and if that also lands late, reopens the file and decodes from the start
+    without seeking. A failed seek reopens the file the same way. Each seek aims at a
+    later keyframe than the one before, so a demuxer that lands short cannot loop.
+    Streams without timestamps or without an index are never sought. Matroska reads its
+    index only on the first seek, so a Matroska file is sought to its start when opened.
+    `decoded` counts the frames decoded so far, reopenings included.
+
+    Args:
+        path: str. The video file (opened at once; call `close()`).
+
+    Raises:
+        VideoDecodeError: if the file has no video stream.
+        av.error.FFmpegError: if FFmpeg cannot open or read the file (wrap the use in
+            `decode_errors(path)`).
+    """
+
+    def __init__(self, path):
+        self._path = path
+        self.decoded = 0
+        self._open(seeking=True)
+
+    def _open(self, seeking):
+        self.container = av.open(self._path)
+        try:
+            self.stream = first_video_stream(self.container, self._path)
+        except VideoDecodeError:
+            self.container.close()
+            raise
+        stream = self.stream
+        rate = stream.average_rate or stream.guessed_rate
+        self.min_gap = _SEEK_MIN_FRAMES / fractions.Fraction(rate) if rate else _DEFAULT_GAP
+        self.seeking = seeking and stream.time_base is not None
+        if self.seeking and "matroska" in self.container.format.name:
+            # Matroska parses its cues (the index) on the first seek.
+            try:
+                self.container.seek(stream.start_time or 0, stream=stream, backward=True)
+            except av.error.FFmpegError:
+                self.close()
+                self._open(seeking=False)
+                return
+        self._frames = self.container.decode(stream)
+        self._count = 0  # frames since opening: the clock of frames without timestamps
+        self._first_pts = None
+        self._sought = None  # the last keyframe time sought
+        self._landing = None  # (target, position, retried) to check after a seek
+
+    def close(self):
+        self.container.close()
+
+    def next(self):
+        """The next `(frame, time)`, or `None` at the end of the stream."""
+        frame = next(self._frames, None)
+        if frame is None:
+            return None
+        self.decoded += 1
+        time = self._time(frame)
+        if self._landing is not None:
+            target, position, retried = self._landing
+            self._landing = None
+            if time > target:
+                # Landed past the frame displayed at `target`: start further back.
+                if retried:
+                    self._restart()
+                else:
+                    self._seek(position, target, position, retried=True)
+                return self.next()
+        return frame, time
+
+    def _time(self, frame):
+        self._count += 1
+        if frame.pts is not None and frame.time_base is not None:
+            if self._count == 1:
+                self._first_pts = frame.pts
+            return frame.pts * frame.time_base
+        self.seeking = False  # positions after a seek could not be counted
+        rate = self.stream.average_rate or self.stream.guessed_rate
+        if not rate:
+            raise VideoDecodeError(
+                f"Video file {self._path!r} has frames without timestamps and no frame rate."
+            )
+        return (self._count - 1) / fractions.Fraction(rate)
+
+    def seek_towards(self, target, position):
+        """Seeks to the keyframe before `target` if the index has one well past `position`."""
+        entries = self.stream.index_entries
+        if not self.seeking or self._first_pts is None or not len(entries):
+            return
+        # Some demuxers (MP4, FLV) index decoding times, which run a constant delay ahead
+        # of presentation times with B-frames: shift the index onto the first frame's pts.
+        shift = self._first_pts - entries[0].timestamp
+        base = self.stream.time_base
+        found = entries.search_timestamp(math.floor(target / base) - shift, backward=True)
+        if found < 0:
+            return
+        keyframe = (entries[found].timestamp + shift) * base
+        if keyframe > position + self.min_gap and (self._sought is None or keyframe > self._sought):
+            self._sought = keyframe
+            self._seek(keyframe, target, position, retried=False)
+
+    def _seek(self, time, target, position, retried):
+        try:
+            self.container.seek(
+                math.floor(time / self.stream.time_base), stream=self.stream, backward=True
+            )
+        except av.error.FFmpegError:
+            self._restart()  # where a failed seek left the demuxer is unknown
+            return
+        self._frames = self.container.decode(self.stream)
+        self._landing = (target, position, retried)
+
+    def _restart(self):
+        self.close()
+        self._open(seeking=False)
 
 
 def _has_encoder(name):
