@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from mmrep.preprocessing.video_io import VideoDecodeError, read_video, write_video
+from tests.preprocessing.video_files import count_opens
 
 
 def moving_square(num_frames=12, height=32, width=48):
@@ -89,39 +90,10 @@ def test_resize_matches_pil_bilinear_of_the_pyav_frames(tmp_path):
     assert read_video(path, size=8)[0].shape == (12, 8, 8, 3)
 
 
-class CountingContainer:
-    """Wraps a PyAV input container and counts the frames its `decode` yields."""
-
-    def __init__(self, container):
-        self._container = container
-        self.decoded = 0
-
-    def __getattr__(self, name):
-        return getattr(self._container, name)
-
-    def __enter__(self):
-        self._container.__enter__()
-        return self
-
-    def __exit__(self, *exc_info):
-        return self._container.__exit__(*exc_info)
-
-    def decode(self, *args, **kwargs):
-        for frame in self._container.decode(*args, **kwargs):
-            self.decoded += 1
-            yield frame
-
-
 def test_max_frames_stops_decoding_early(tmp_path, monkeypatch):
     path = write_video(moving_square(120), tmp_path / "long.mp4")
     reference, pts, _ = pyav_read(path)
-    opened, real_open = [], av.open
-
-    def counting_open(*args, **kwargs):
-        opened.append(CountingContainer(real_open(*args, **kwargs)))
-        return opened[-1]
-
-    monkeypatch.setattr(av, "open", counting_open)
+    opened = count_opens(monkeypatch)
     decoded, timestamps = read_video(path, max_frames=5)
     np.testing.assert_array_equal(decoded, reference[:5])
     np.testing.assert_allclose(timestamps, pts[:5])
