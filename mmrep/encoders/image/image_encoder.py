@@ -40,9 +40,10 @@ class ImageEncoder(keras.layers.Layer):
     `training=True` (Keras 3 runs a non-trainable BatchNormalization on its moving
     statistics). `trainable_blocks=N` (or `unfreeze_top_blocks(N)`) leaves only the top
     N blocks trainable (`blocks` lists them bottom to top). With `freeze_batchnorm=True`
-    (the default, the usual fine-tuning advice) BatchNormalization stays frozen, in
-    inference mode, even inside trainable blocks; set it to `False` when training from
-    scratch. These choices are part of the config. Dropout inside a backbone (EfficientNet's
+    (the usual fine-tuning advice) BatchNormalization stays frozen, in inference mode,
+    even inside trainable blocks. By default it is `True` when `weights` are loaded and
+    `False` for a randomly initialised backbone, which is trained from scratch and needs
+    its batch statistics. These choices are part of the config (the resolved bool). Dropout inside a backbone (EfficientNet's
     drop-connect) still follows `training`. After changing them on a compiled model,
     compile it again.
 
@@ -61,8 +62,9 @@ class ImageEncoder(keras.layers.Layer):
             `(0.0, 255.0)`.
         trainable_blocks: int or `None`. How many blocks, counted from the top, are
             trainable; `None` for all, `0` for none. Defaults to `None`.
-        freeze_batchnorm: bool. Keep every BatchNormalization frozen and in inference
-            mode. Defaults to `True`.
+        freeze_batchnorm: bool or `None`. Keep every BatchNormalization frozen and in
+            inference mode. `None` means `True` when `weights` is given (transfer) and
+            `False` when it is `None` (training from scratch). Defaults to `None`.
         backbone_kwargs: dict or `None`. Further builder arguments, such as
             `{"alpha": 0.75, "minimalistic": True}` for MobileNetV3 or
             `{"filters": [8, 16]}` for `small_cnn`. Defaults to `None`.
@@ -104,7 +106,7 @@ class ImageEncoder(keras.layers.Layer):
         image_size=None,
         value_range=(0.0, 255.0),
         trainable_blocks=None,
-        freeze_batchnorm=True,
+        freeze_batchnorm=None,
         backbone_kwargs=None,
         **kwargs,
     ):
@@ -114,9 +116,11 @@ class ImageEncoder(keras.layers.Layer):
             raise ValueError(
                 f"Expected `pooling` to be one of {_POOLINGS}. Received: pooling={pooling!r}"
             )
+        if freeze_batchnorm is None:
+            freeze_batchnorm = weights is not None
         if not isinstance(freeze_batchnorm, bool):
             raise ValueError(
-                f"Expected `freeze_batchnorm` to be a bool. Received: {freeze_batchnorm!r}"
+                f"Expected `freeze_batchnorm` to be a bool or None. Received: {freeze_batchnorm!r}"
             )
         self.spec = spec
         self.backbone = spec.name

@@ -63,7 +63,7 @@ def test_frozen_encoder_changes_nothing_but_the_head():
 
 
 def test_trainable_encoder_with_batchnorm_frozen_trains_only_kernels():
-    encoder = ImageEncoder("small_cnn")  # freeze_batchnorm=True by default
+    encoder = ImageEncoder("small_cnn", freeze_batchnorm=True)
     np.testing.assert_array_equal(
         encoder(IMAGES, training=True).numpy(), encoder(IMAGES, training=False).numpy()
     )
@@ -86,7 +86,9 @@ def test_control_unfrozen_batchnorm_updates_its_statistics():
 
 
 def test_trainable_blocks_update_exactly_the_top_blocks():
-    encoder = ImageEncoder("mobilenet_v3_small", image_size=32, trainable_blocks=3)
+    encoder = ImageEncoder(
+        "mobilenet_v3_small", image_size=32, trainable_blocks=3, freeze_batchnorm=True
+    )
     # Calibrated statistics, so that every layer passes on a gradient (see reference.py).
     ref.calibrate(ref.randomize(encoder.backbone_model), "mobilenet_v3_small")
     assert encoder.blocks[-3:] == ["expanded_conv_9", "expanded_conv_10", "conv_1"]
@@ -121,7 +123,7 @@ def test_freezing_is_reapplied_when_trainable_is_toggled_and_kept_in_the_config(
     encoder.unfreeze_top_blocks(None)
     assert len(encoder.trainable_weights) == 3
 
-    frozen = ImageEncoder("small_cnn", trainable_blocks=2, trainable=False)
+    frozen = ImageEncoder("small_cnn", trainable_blocks=2, trainable=False, freeze_batchnorm=True)
     model = _classifier(frozen)
     model.save(tmp_path / "model.keras")
     reloaded = keras.models.load_model(tmp_path / "model.keras").layers[1]
@@ -163,3 +165,22 @@ def test_blocks_partition_the_trainable_layers_bottom_to_top(name, count):
     weighted = {id(layer) for layer in layers if layer.trainable_weights}
     assert weighted <= seen
     assert BACKBONES[name].block_of(layers[-1].name) in (encoder.blocks[-1], None)
+
+
+def test_batchnorm_freezes_by_default_only_when_weights_are_loaded(tmp_path):
+    """Random initialisation trains from scratch (statistics move); loaded weights transfer."""
+    scratch = ImageEncoder("small_cnn")
+    assert scratch.freeze_batchnorm is False
+    assert not np.allclose(
+        scratch(IMAGES, training=True).numpy(), scratch(IMAGES, training=False).numpy()
+    )
+    path = str(tmp_path / "small_cnn.weights.h5")
+    scratch.backbone_model.save_weights(path)
+    transfer = ImageEncoder("small_cnn", weights=path)
+    assert transfer.freeze_batchnorm is True
+    np.testing.assert_array_equal(
+        transfer(IMAGES, training=True).numpy(), transfer(IMAGES, training=False).numpy()
+    )
+    # The resolved choice is what the config keeps (its `weights` is None).
+    revived = ImageEncoder.from_config(transfer.get_config())
+    assert revived.get_config()["weights"] is None and revived.freeze_batchnorm is True
