@@ -8,6 +8,8 @@ reconstruction weights, and the tensors a call receives.
 
 import keras
 
+from mmrep.fusion.modality_inputs import check_floating, check_modality_names
+
 FUSIONS = ("mean", "concat")
 
 
@@ -25,15 +27,7 @@ def check_structure(code_dim, modalities, encoder_units, decoder_units, fusion, 
         ValueError: naming the argument, what was expected and what was received.
     """
     positive_int("code_dim", code_dim)
-    if modalities is not None:
-        modalities = list(modalities)
-        if not modalities or not all(isinstance(m, str) and m for m in modalities):
-            raise ValueError(
-                "Expected `modalities` to be a non-empty list of non-empty strings. "
-                f"Received: modalities={modalities}"
-            )
-        if len(set(modalities)) != len(modalities):
-            raise ValueError(f"Expected distinct modality names. Received: modalities={modalities}")
+    modalities = check_modality_names(modalities)
     encoder_units = tuple(positive_int("encoder_units", u) for u in encoder_units)
     decoder_units = tuple(positive_int("decoder_units", u) for u in decoder_units)
     if fusion not in FUSIONS:
@@ -97,11 +91,7 @@ def check_inputs(layer, order, dims, inputs):
     """
     for m in order:
         x = inputs[m]
-        if not keras.backend.is_float_dtype(x.dtype):
-            raise TypeError(
-                f"{layer.name}: expected a floating tensor for modality {m!r}. "
-                f"Received dtype: {x.dtype}"
-            )
+        check_floating(layer, m, x)
         if len(x.shape) != 2 or x.shape[-1] != dims[m]:
             raise ValueError(
                 f"{layer.name}: expected modality {m!r} of shape [batch, {dims[m]}]. "

@@ -4,7 +4,13 @@ import keras
 from keras import ops
 
 from mmrep.fusion.count_sketch import count_sketch, count_sketch_hashes, tensor_sketch
-from mmrep.fusion.modality_inputs import check_presence, modality_order, presence_column
+from mmrep.fusion.modality_inputs import (
+    check_floating,
+    check_modality_names,
+    check_presence,
+    modality_order,
+    presence_column,
+)
 
 _MODES = ("full", "compact", "low_rank")
 _VARIANTS = ("mfb", "mlb")
@@ -137,17 +143,7 @@ class BilinearFusion(keras.layers.Layer):
         ):
             if value not in allowed:
                 raise ValueError(f"Expected `{name}` to be one of {allowed}. Received: {value!r}")
-        if modalities is not None:
-            modalities = list(modalities)
-            if (
-                len(modalities) != 2
-                or len(set(modalities)) != 2
-                or not all(isinstance(m, str) and m for m in modalities)
-            ):
-                raise ValueError(
-                    "Expected `modalities` to be two distinct non-empty strings. "
-                    f"Received: modalities={modalities}"
-                )
+        modalities = check_modality_names(modalities, count=2)
         if mode == "full" and output_dim is not None:
             raise ValueError(
                 "Expected `output_dim=None` in mode 'full' (its width is D1 * D2). "
@@ -275,11 +271,7 @@ class BilinearFusion(keras.layers.Layer):
         order = modality_order(self, inputs, self._order)
         features = [inputs[m] for m in order]
         for m, x in zip(order, features, strict=True):
-            if not keras.backend.is_float_dtype(x.dtype):
-                raise TypeError(
-                    f"{self.name}: expected a floating tensor for modality {m!r}. "
-                    f"Received dtype: {x.dtype}"
-                )
+            check_floating(self, m, x)
         self._check_shapes({m: x.shape for m, x in zip(order, features, strict=True)})
         rank = len(features[0].shape)
         if presence is not None:

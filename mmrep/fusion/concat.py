@@ -3,7 +3,13 @@
 import keras
 from keras import ops
 
-from mmrep.fusion.modality_inputs import check_presence, modality_order, presence_column
+from mmrep.fusion.modality_inputs import (
+    check_floating,
+    check_modality_names,
+    check_presence,
+    modality_order,
+    presence_column,
+)
 
 _NORMALIZATIONS = (None, "l2", "layer")
 
@@ -78,17 +84,7 @@ class ConcatFusion(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if modalities is not None:
-            modalities = list(modalities)
-            if not modalities or not all(isinstance(m, str) and m for m in modalities):
-                raise ValueError(
-                    "Expected `modalities` to be a non-empty list of non-empty strings. "
-                    f"Received: modalities={modalities}"
-                )
-            if len(set(modalities)) != len(modalities):
-                raise ValueError(
-                    f"Expected distinct modality names. Received: modalities={modalities}"
-                )
+        modalities = check_modality_names(modalities)
         if normalization not in _NORMALIZATIONS:
             raise ValueError(
                 f"Expected `normalization` to be one of {_NORMALIZATIONS}. "
@@ -155,11 +151,7 @@ class ConcatFusion(keras.layers.Layer):
         features = []
         for i, m in enumerate(order):
             x = inputs[m]
-            if not keras.backend.is_float_dtype(x.dtype):
-                raise TypeError(
-                    f"{self.name}: expected a floating tensor for modality {m!r}. "
-                    f"Received dtype: {x.dtype}"
-                )
+            check_floating(self, m, x)
             present = None if presence is None else presence_column(presence, i, rank)
             if present is not None:
                 # Clear absent rows before the projection too, so that NaN or garbage in a

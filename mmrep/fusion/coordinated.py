@@ -5,7 +5,13 @@ import math
 import keras
 from keras import ops
 
-from mmrep.fusion.modality_inputs import check_presence, modality_order, presence_column
+from mmrep.fusion.modality_inputs import (
+    check_floating,
+    check_modality_names,
+    check_presence,
+    modality_order,
+    presence_column,
+)
 from mmrep.losses.contrastive_keras import LOGIT_SCALE_KEY
 
 _CLIP_INIT = math.log(1.0 / 0.07)
@@ -113,18 +119,7 @@ class CoordinatedEmbedding(keras.layers.Layer):
             raise ValueError(
                 f"Expected `hidden_dims` to be a tuple of positive ints. Received: {hidden_dims}"
             )
-        if modalities is not None:
-            modalities = list(modalities)
-            if not modalities or not all(isinstance(m, str) and m for m in modalities):
-                raise ValueError(
-                    "Expected `modalities` to be a non-empty list of non-empty strings. "
-                    f"Received: modalities={modalities}"
-                )
-            if len(set(modalities)) != len(modalities) or LOGIT_SCALE_KEY in modalities:
-                raise ValueError(
-                    f"Expected distinct modality names other than {LOGIT_SCALE_KEY!r}. "
-                    f"Received: modalities={modalities}"
-                )
+        modalities = check_modality_names(modalities, reserved=(LOGIT_SCALE_KEY,))
         if not max_logit_scale > 0 or not math.isfinite(logit_scale_init):
             raise ValueError(
                 "Expected `max_logit_scale` > 0 and a finite `logit_scale_init`. Received: "
@@ -197,11 +192,7 @@ class CoordinatedEmbedding(keras.layers.Layer):
         embeddings = {}
         for i, m in enumerate(order):
             x = inputs[m]
-            if not keras.backend.is_float_dtype(x.dtype):
-                raise TypeError(
-                    f"{self.name}: expected a floating tensor for modality {m!r}. "
-                    f"Received dtype: {x.dtype}"
-                )
+            check_floating(self, m, x)
             present = None if presence is None else presence_column(presence, i, 2)
             if present is not None:
                 # Clear absent rows first: 0 * NaN in the kernel's gradient would be NaN.

@@ -5,7 +5,48 @@ Every fusion layer takes a dict with one tensor per modality and an optional pre
 expressed by leaving a key out or passing `None`, which a traced graph could not represent.
 """
 
+import keras
 from keras import ops
+
+
+def check_modality_names(modalities, count=None, reserved=()):
+    """Returns `modalities` as a list (or `None`), checked as a layer's constructor argument.
+
+    Args:
+        modalities: an iterable of str, or `None` (the layer takes the sorted input keys).
+        count: int or `None`. The exact number of modalities the layer fuses, if fixed.
+        reserved: names the layer uses for its own outputs.
+
+    Raises:
+        ValueError: for an empty list, a name that is not a non-empty str, repeated or
+            reserved names, or the wrong count, naming what was received.
+    """
+    if modalities is None:
+        return None
+    modalities = list(modalities)
+    wanted = "a non-empty list of" if count is None else f"a list of {count}"
+    if (
+        not modalities
+        or (count is not None and len(modalities) != count)
+        or len(set(modalities)) != len(modalities)
+        or not all(isinstance(m, str) and m for m in modalities)
+        or any(m in reserved for m in modalities)
+    ):
+        other_than = f" other than {list(reserved)}" if reserved else ""
+        raise ValueError(
+            f"Expected `modalities` to be {wanted} distinct non-empty strings{other_than}. "
+            f"Received: modalities={modalities}"
+        )
+    return modalities
+
+
+def check_floating(layer, modality, tensor):
+    """Refuses a non-floating tensor for `modality` with a `TypeError` naming its dtype."""
+    if not keras.backend.is_float_dtype(tensor.dtype):
+        raise TypeError(
+            f"{layer.name}: expected a floating tensor for modality {modality!r}. "
+            f"Received dtype: {tensor.dtype}"
+        )
 
 
 def modality_order(layer, inputs, modalities):

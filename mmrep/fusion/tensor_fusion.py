@@ -5,23 +5,13 @@ import math
 import keras
 from keras import ops
 
-from mmrep.fusion.modality_inputs import check_presence, modality_order, presence_column
-
-
-def _check_modalities(modalities):
-    if modalities is None:
-        return None
-    modalities = list(modalities)
-    if (
-        not modalities
-        or len(set(modalities)) != len(modalities)
-        or not all(isinstance(m, str) and m for m in modalities)
-    ):
-        raise ValueError(
-            "Expected `modalities` to be a non-empty list of distinct non-empty strings. "
-            f"Received: modalities={modalities}"
-        )
-    return modalities
+from mmrep.fusion.modality_inputs import (
+    check_floating,
+    check_modality_names,
+    check_presence,
+    modality_order,
+    presence_column,
+)
 
 
 def _vector_dims(layer, input_shape, modalities):
@@ -46,11 +36,7 @@ def _augmented(layer, inputs, presence, order):
     augmented = []
     for i, m in enumerate(order):
         z = inputs[m]
-        if not keras.backend.is_float_dtype(z.dtype):
-            raise TypeError(
-                f"{layer.name}: expected a floating tensor for modality {m!r}. "
-                f"Received dtype: {z.dtype}"
-            )
+        check_floating(layer, m, z)
         z = ops.cast(z, layer.compute_dtype)
         if presence is not None:
             # `where`, not a product with the mask: 0 * NaN would still be NaN.
@@ -111,7 +97,7 @@ class TensorFusion(keras.layers.Layer):
 
     def __init__(self, modalities=None, **kwargs):
         super().__init__(**kwargs)
-        self.modalities = _check_modalities(modalities)
+        self.modalities = check_modality_names(modalities)
 
     def build(self, input_shape):
         self._order, self._dims = _vector_dims(self, input_shape, self.modalities)
@@ -203,7 +189,7 @@ class LowRankTensorFusion(keras.layers.Layer):
                 raise ValueError(f"Expected `{name}` to be a positive int. Received: {value!r}")
         self.output_dim = output_dim
         self.rank = rank
-        self.modalities = _check_modalities(modalities)
+        self.modalities = check_modality_names(modalities)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
 

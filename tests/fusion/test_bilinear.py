@@ -279,7 +279,7 @@ def test_defaults_follow_the_papers():
         ({"mode": "compact", "output_dim": 8, "factor_k": 2}, r"factor_k=2 \(mode='compact'"),
         ({"mode": "low_rank", "output_dim": 8, "variant": "mlb"}, r"hidden_dim=None"),
         ({"mode": "low_rank", "output_dim": 8, "hidden_dim": 3}, r"variant='mfb'"),
-        ({"modalities": ["a", "b", "c"]}, r"two distinct.*\['a', 'b', 'c'\]"),
+        ({"modalities": ["a", "b", "c"]}, r"2 distinct.*\['a', 'b', 'c'\]"),
         ({"mode": "compact", "output_dim": 8, "seed": -1}, r"seed=-1"),
         ({"missing": "mean"}, r"`missing` to be one of"),
     ],
