@@ -50,7 +50,10 @@ _REDUCTIONS = ("sum_over_batch_size", "mean")
 
 
 class _PairLoss(keras.losses.Loss):
-    """Base: picks the two embeddings from `y_pred`, the presence, and reduces correctly."""
+    """Base: picks the two embeddings from `y_pred`, the presence, and reduces correctly.
+
+    Each subclass defines `_per_pair(pairs, y_pred)`, its loss term per valid pair.
+    """
 
     def __init__(
         self,
@@ -136,9 +139,6 @@ class _PairLoss(keras.losses.Loss):
         terms = self._per_pair(pairs, y_pred)
         batch = ops.cast(ops.shape(terms)[0], terms.dtype)
         return terms * ops.divide_no_nan(batch * strategy_replicas(), pairs.count)
-
-    def _per_pair(self, pairs, y_pred):
-        raise NotImplementedError
 
     def get_config(self):
         config = super().get_config()
