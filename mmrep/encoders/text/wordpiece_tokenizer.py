@@ -1,55 +1,14 @@
 """In-graph BERT tokenizer: raw strings to `{"token_ids", "padding_mask", "segment_ids"}`."""
 
 import collections
-import functools
 
 import keras
-import numpy as np
 import tensorflow as tf
 import tensorflow_text as tf_text
 
+from mmrep.encoders.text import bert_text_rules as rules
+
 _OUTPUT_KEYS = ("token_ids", "padding_mask", "segment_ids")
-
-# The character classes of Hugging Face's `BertNormalizer` and `BertPreTokenizer`
-# (tokenizers/src/normalizers/bert.rs, pre_tokenizers/bert.rs), as RE2 classes.
-# Removed by `clean_text`: NUL, U+FFFD and "other" characters except \t \n \r.
-_CONTROL = r"[\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F\p{Cf}\p{Co}\x{FFFD}]"
-# Rust's `char::is_whitespace` (the White_Space property) once the controls are gone.
-_WHITESPACE = r"[\t\n\r\p{Zs}\x{2028}\x{2029}]"
-# Hugging Face's "Chinese character" ranges, copied as they are: 0x2B920 (not BERT's
-# 0x2B820) starts the sixth range, so U+2B820..U+2B91F are not split off by either.
-_CJK = (
-    r"([\x{4E00}-\x{9FFF}\x{3400}-\x{4DBF}\x{20000}-\x{2A6DF}\x{2A700}-\x{2B73F}"
-    r"\x{2B740}-\x{2B81F}\x{2B920}-\x{2CEAF}\x{F900}-\x{FAFF}\x{2F800}-\x{2FA1F}])"
-)
-_PUNCTUATION = r"[!-/:-@\[-`{-~\p{P}]"
-_SPLIT = r"[\t\n\r\p{Zs}\x{2028}\x{2029}]+|" + _PUNCTUATION
-
-
-@functools.cache
-def _lowercase_table():
-    """Per-character lowercase (Rust's `char::to_lowercase`, no final-sigma rule).
-
-    ICU's `tf.strings.lower` lowercases a word-final Σ to ς, Hugging Face to σ, so the
-    mapping is a table of code points. Returns the sorted single-code-point mappings
-    and the multi-code-point ones (only U+0130 İ -> "i̇").
-    """
-    single, multi = {}, {}
-    for code in range(0x110000):
-        if 0xD800 <= code <= 0xDFFF:
-            continue
-        lower = chr(code).lower()
-        if lower != chr(code):
-            if len(lower) == 1:
-                single[code] = ord(lower)
-            else:
-                multi[code] = lower
-    keys = np.array(sorted(single), "int32")
-    return keys, np.array([single[k] for k in keys], "int32"), multi
-
-
-def _re2_literal(text):
-    return "".join(c if c.isascii() and c.isalnum() else f"\\x{{{ord(c):X}}}" for c in text)
 
 
 @keras.saving.register_keras_serializable(package="mmrep")
@@ -199,7 +158,7 @@ class WordPieceTokenizer(keras.layers.Layer):
             index[t] for t in (unknown_token, cls_token, sep_token, pad_token)
         )
         specials = sorted(set(specials), key=len, reverse=True)  # leftmost-longest match
-        self._special_pattern = "|".join(_re2_literal(t) for t in specials)
+        self._special_pattern = "|".join(rules.re2_literal(t) for t in specials)
         self._special_tokens = tf.constant(specials)
         self._wordpiece = tf_text.FastWordpieceTokenizer(
             vocab=vocabulary,
@@ -217,18 +176,18 @@ class WordPieceTokenizer(keras.layers.Layer):
         return len(self.vocabulary)
 
     def _normalize(self, text):
-        text = tf.strings.regex_replace(text, _CONTROL, "")
-        text = tf.strings.regex_replace(text, _WHITESPACE, " ")
+        text = tf.strings.regex_replace(text, rules.CONTROL, "")
+        text = tf.strings.regex_replace(text, rules.WHITESPACE, " ")
         if self.tokenize_chinese_chars:
-            text = tf.strings.regex_replace(text, _CJK, r" \1 ")
+            text = tf.strings.regex_replace(text, rules.CJK, r" \1 ")
         strip_accents = self.lowercase if self.strip_accents is None else self.strip_accents
         if strip_accents:
             text = tf_text.normalize_utf8(text, "NFD")
             text = tf.strings.regex_replace(text, r"\p{Mn}", "")
         if self.lowercase:
-            keys, values, multi = _lowercase_table()
+            keys, values, multi = rules.lowercase_table()
             for code, lower in multi.items():
-                text = tf.strings.regex_replace(text, _re2_literal(chr(code)), lower)
+                text = tf.strings.regex_replace(text, rules.re2_literal(chr(code)), lower)
             chars = tf.strings.unicode_decode(text, "UTF-8")
             codes = chars.flat_values
             slot = tf.minimum(tf.searchsorted(keys, codes), len(keys) - 1)
@@ -247,7 +206,7 @@ class WordPieceTokenizer(keras.layers.Layer):
         part = parts.flat_values
         is_special = tf.reduce_any(tf.equal(part[:, None], self._special_tokens[None, :]), 1)
         words = tf_text.regex_split(
-            tf.where(is_special, "", self._normalize(part)), _SPLIT, _PUNCTUATION
+            tf.where(is_special, "", self._normalize(part)), rules.SPLIT, rules.PUNCTUATION
         )
         # A special part becomes one word: the token itself, which the vocabulary maps to
         # its id; a word over the length limit becomes the unknown token the same way.
