@@ -8,14 +8,14 @@ reconstruction weights, and the tensors a call receives.
 
 import keras
 
-from mmrep.fusion.modality_inputs import check_floating, check_modality_names
+from mmrep.fusion.modality_inputs import check_floating, check_modality_names, is_positive_int
 
 FUSIONS = ("mean", "concat")
 
 
 def positive_int(name, value):
     """Returns `value` as an int, or raises a `ValueError` naming `name`."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_positive_int(value):
         raise ValueError(f"Expected `{name}` to hold positive ints. Received: {name}={value!r}")
     return int(value)
 

@@ -8,6 +8,7 @@ from mmrep.fusion.modality_inputs import (
     check_floating,
     check_modality_names,
     check_presence,
+    is_positive_int,
     modality_order,
     presence_column,
 )
@@ -18,10 +19,6 @@ _MISSING = ("zeros", "learned")
 _MFB_DEFAULT_K = 5
 _SQRT_EPSILON = 1e-12
 _L2_EPSILON = 1e-12
-
-
-def _positive_int(value):
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 @keras.saving.register_keras_serializable(package="mmrep")
@@ -149,7 +146,7 @@ class BilinearFusion(keras.layers.Layer):
                 "Expected `output_dim=None` in mode 'full' (its width is D1 * D2). "
                 f"Received: output_dim={output_dim!r}"
             )
-        if mode != "full" and not _positive_int(output_dim):
+        if mode != "full" and not is_positive_int(output_dim):
             raise ValueError(
                 f"Expected `output_dim` to be a positive int in mode {mode!r}. "
                 f"Received: output_dim={output_dim!r}"
@@ -158,13 +155,13 @@ class BilinearFusion(keras.layers.Layer):
             raise ValueError(f"Expected `seed` to be an int in [0, 2**62). Received: seed={seed!r}")
         mfb = mode == "low_rank" and variant == "mfb"
         mlb = mode == "low_rank" and variant == "mlb"
-        if factor_k is not None and not (mfb and _positive_int(factor_k)):
+        if factor_k is not None and not (mfb and is_positive_int(factor_k)):
             raise ValueError(
                 "Expected `factor_k` to be a positive int with mode='low_rank', "
                 f"variant='mfb', or None. Received: factor_k={factor_k!r} (mode={mode!r}, "
                 f"variant={variant!r})"
             )
-        if (hidden_dim is not None or mlb) and not (mlb and _positive_int(hidden_dim)):
+        if (hidden_dim is not None or mlb) and not (mlb and is_positive_int(hidden_dim)):
             raise ValueError(
                 "Expected `hidden_dim` to be a positive int with mode='low_rank', "
                 f"variant='mlb', and None otherwise. Received: hidden_dim={hidden_dim!r} "

@@ -7,6 +7,7 @@ from mmrep.fusion.modality_inputs import (
     check_floating,
     check_modality_names,
     check_presence,
+    is_positive_int,
     modality_order,
     presence_column,
 )
@@ -205,9 +206,7 @@ class ConcatFusion(keras.layers.Layer):
 
 def _check_projection_dim(projection_dim, modalities):
     def valid(width):
-        return width is None or (
-            isinstance(width, int) and not isinstance(width, bool) and width > 0
-        )
+        return width is None or is_positive_int(width)
 
     if isinstance(projection_dim, dict):
         bad = {m: w for m, w in projection_dim.items() if not valid(w)}

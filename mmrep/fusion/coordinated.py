@@ -9,6 +9,7 @@ from mmrep.fusion.modality_inputs import (
     check_floating,
     check_modality_names,
     check_presence,
+    is_positive_int,
     modality_order,
     presence_column,
 )
@@ -110,12 +111,12 @@ class CoordinatedEmbedding(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if not _positive_int(embedding_dim):
+        if not is_positive_int(embedding_dim):
             raise ValueError(
                 f"Expected `embedding_dim` to be a positive int. Received: {embedding_dim!r}"
             )
         hidden_dims = tuple(hidden_dims or ())
-        if not all(_positive_int(h) for h in hidden_dims):
+        if not all(is_positive_int(h) for h in hidden_dims):
             raise ValueError(
                 f"Expected `hidden_dims` to be a tuple of positive ints. Received: {hidden_dims}"
             )
@@ -234,7 +235,3 @@ class CoordinatedEmbedding(keras.layers.Layer):
             }
         )
         return config
-
-
-def _positive_int(value):
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0

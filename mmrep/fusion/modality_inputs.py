@@ -1,4 +1,4 @@
-"""Checks shared by the fusion layers: the `{modality: tensor}` dict and the presence mask.
+"""Checks shared by the fusion layers: the `{modality: tensor}` dict, the presence mask, names.
 
 Every fusion layer takes a dict with one tensor per modality and an optional presence mask
 `[B, M]`. A modality that is missing for some examples is marked in the mask; it is never
@@ -7,6 +7,11 @@ expressed by leaving a key out or passing `None`, which a traced graph could not
 
 import keras
 from keras import ops
+
+
+def is_positive_int(value):
+    """Whether `value` is an int (not a bool) greater than zero, as a width or count must be."""
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def check_modality_names(modalities, count=None, reserved=()):

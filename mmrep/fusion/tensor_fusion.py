@@ -9,6 +9,7 @@ from mmrep.fusion.modality_inputs import (
     check_floating,
     check_modality_names,
     check_presence,
+    is_positive_int,
     modality_order,
     presence_column,
 )
@@ -185,7 +186,7 @@ class LowRankTensorFusion(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         for name, value in (("output_dim", output_dim), ("rank", rank)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not is_positive_int(value):
                 raise ValueError(f"Expected `{name}` to be a positive int. Received: {value!r}")
         self.output_dim = output_dim
         self.rank = rank
