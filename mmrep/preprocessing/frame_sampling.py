@@ -53,6 +53,7 @@ from mmrep.preprocessing.image_io import _check_size, resize_image
 from mmrep.preprocessing.video_io import (
     FrameSource,
     VideoDecodeError,
+    check_count,
     decode_errors,
     frame_to_rgb,
 )
@@ -154,14 +155,7 @@ def _check_arguments(fps, num_frames, strategy):
         isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not 0 < fps < math.inf
     ):
         raise ValueError(f"Expected `fps` to be a positive number. Received: fps={fps!r}")
-    if num_frames is not None and (
-        isinstance(num_frames, bool)
-        or not isinstance(num_frames, numbers.Integral)
-        or num_frames < 1
-    ):
-        raise ValueError(
-            f"Expected `num_frames` to be a positive int or None. Received: num_frames={num_frames!r}"
-        )
+    check_count("num_frames", num_frames)
     if strategy == "interval" and fps is None:
         raise ValueError("Expected `fps` to be given with strategy='interval'. Received: fps=None")
     if strategy != "interval" and fps is not None:

@@ -21,7 +21,7 @@ import warnings
 import av
 import numpy as np
 
-from mmrep.preprocessing.image_io import _check_size, resize_image
+from mmrep.preprocessing.image_io import _check_size, _is_positive_int, resize_image
 
 _CODECS = ("libx264", "mpeg4")
 # A seek costs a decoder flush and refill: below this many frames of gap, decode through.
@@ -154,14 +154,7 @@ def read_video(path, max_frames=256, size=None):
             `None`.
         ValueError: if `max_frames` or `size` is invalid.
     """
-    if max_frames is not None and (
-        isinstance(max_frames, bool)
-        or not isinstance(max_frames, numbers.Integral)
-        or max_frames < 1
-    ):
-        raise ValueError(
-            f"Expected `max_frames` to be a positive int or None. Received: max_frames={max_frames!r}"
-        )
+    check_count("max_frames", max_frames)
     size = _check_size(size)
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -356,6 +349,14 @@ class FrameSource:
     def _restart(self):
         self.close()
         self._open(seeking=False)
+
+
+def check_count(name, value):
+    """Refuses a `value` that is neither `None` nor a positive int, naming the argument."""
+    if value is not None and not _is_positive_int(value):
+        raise ValueError(
+            f"Expected `{name}` to be a positive int or None. Received: {name}={value!r}"
+        )
 
 
 def _has_encoder(name):
