@@ -5,7 +5,7 @@ from keras import ops
 
 from mmrep.encoders.audio import waveform_checks as checks
 from mmrep.encoders.audio.audio_examples import AudioExamples
-from mmrep.encoders.pooling import POOLINGS, masked_pool
+from mmrep.encoders.pooling import POOLINGS, as_bool_mask, masked_pool
 
 _POOLINGS = (None, *POOLINGS)
 # (stage, convolutions per stage); a 2x2 max pool follows each stage.
@@ -242,7 +242,7 @@ class VGGish(keras.layers.Layer):
                 f"{self.name}: expected `example_mask` of shape [batch, examples] "
                 f"{tuple(examples.shape[:2])}. Received: shape={tuple(example_mask.shape)}"
             )
-        return examples, ops.not_equal(example_mask, ops.zeros_like(example_mask))
+        return examples, as_bool_mask(example_mask)
 
     def _pool_examples(self, sequence, mask):
         scores = self._attention(sequence) if self._attention is not None else None

@@ -5,7 +5,7 @@ import tensorflow as tf
 from keras import ops
 from tensorflow.python.ops import control_flow_util
 
-from mmrep.encoders.pooling import POOLINGS, masked_pool
+from mmrep.encoders.pooling import POOLINGS, as_bool_mask, masked_pool
 
 _POOLINGS = (*POOLINGS, "sequence")
 
@@ -193,9 +193,7 @@ class VideoEncoder(keras.layers.Layer):
                 f"{self.name}: `frame_mask` must have one entry per frame: expected shape "
                 f"[batch, {static_time}]. Received: shape={tuple(frame_mask.shape)}"
             )
-        if frame_mask.dtype == "bool" or getattr(frame_mask.dtype, "is_bool", False):
-            return frame_mask
-        return ops.not_equal(frame_mask, ops.zeros_like(frame_mask))
+        return as_bool_mask(frame_mask)
 
     def compute_output_shape(self, frames_shape, frame_mask_shape=None):
         frames_shape = self._check_frames_shape(frames_shape)
