@@ -16,7 +16,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 __version__ = "0.1.0"
 
-_SUBPACKAGES = ("data", "encoders", "fusion", "losses", "metrics", "preprocessing")
+_SUBPACKAGES = ("data", "encoders", "fusion", "heads", "losses", "metrics", "preprocessing")
 
 __all__ = ["__version__", *_SUBPACKAGES]
 
