@@ -2,4 +2,31 @@
 product of experts) and Fisher-vector pooling (GMM Fisher vectors, NetVLAD family).
 """
 
-__all__ = []
+import importlib
+
+# Public name -> module inside mmrep.heads.
+_EXPORTS = {
+    "VAEHead": "vae",
+    "KLAnnealing": "kl_annealing",
+    "VectorDecoder": "decoders",
+    "GaussianMixturePrior": "mixture_prior",
+    "ProductOfExperts": "product_of_experts",
+    "MultimodalVAE": "multimodal_vae",
+    "FisherVector": "fisher_vector",
+    "fit_diagonal_gmm": "gmm_em",
+    "GMMFit": "gmm_em",
+    "NetVLAD": "netvlad",
+    "NetRVLAD": "netvlad",
+    "SoftBagOfWords": "netvlad",
+    "NetFV": "net_fisher_vector",
+    "ContextGating": "context_gating",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        module = importlib.import_module(f"{__name__}.{_EXPORTS[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module 'mmrep.heads' has no attribute {name!r}")
