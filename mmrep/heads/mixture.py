@@ -120,7 +120,8 @@ def set_mixture(layer, weights, means, variances):
 def mixture_tensors(layer):
     """Returns `{"weights" [K], "means" [K, D], "variances" [K, D]}` as float32 tensors."""
     return {
-        "weights": ops.softmax(layer.mixture_logits),
+        # exp(logits - logsumexp) rather than ops.softmax, which warns on a size-1 axis (K=1).
+        "weights": ops.exp(layer.mixture_logits - ops.logsumexp(layer.mixture_logits)),
         "means": ops.convert_to_tensor(layer.means),
         "variances": ops.exp(layer.log_variances),
     }
