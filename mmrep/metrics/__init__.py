@@ -1,10 +1,12 @@
-"""Evaluation metrics: cross-modal retrieval (recall@k, median rank).
+"""Evaluation metrics: cross-modal retrieval (recall@k, median rank) and clustering accuracy.
 
 Numpy functions (`retrieval_ranks`, `recall_at_k`, `median_rank`, `retrieval_scores`)
 evaluate a whole query-by-gallery set; the Keras metrics (`RecallAtK`, `MedianRank`)
-monitor within-batch retrieval during training.
+monitor within-batch retrieval during training. `clustering_accuracy` scores a clustering
+against labels under the best one-to-one matching (Hungarian algorithm).
 """
 
+from mmrep.metrics.clustering import clustering_accuracy
 from mmrep.metrics.retrieval import (
     MedianRank,
     RecallAtK,
@@ -17,6 +19,7 @@ from mmrep.metrics.retrieval import (
 __all__ = [
     "MedianRank",
     "RecallAtK",
+    "clustering_accuracy",
     "median_rank",
     "recall_at_k",
     "retrieval_ranks",
