@@ -19,6 +19,11 @@ from tests.fusion.autoencoder_cases import AUTOENCODER_CASES
 from tests.fusion.bilinear_cases import BILINEAR_CASES
 from tests.fusion.coordinated_cases import COORDINATED_CASES
 from tests.harness import LayerCase
+from tests.heads.fisher_cases import FISHER_CASES
+from tests.heads.mixture_prior_cases import MIXTURE_PRIOR_CASES
+from tests.heads.mvae_cases import MVAE_CASES
+from tests.heads.netvlad_cases import NETVLAD_CASES
+from tests.heads.vae_cases import VAE_CASES
 
 
 def _features(batch=4, **dims):
@@ -85,4 +90,9 @@ REGISTRY = [
     *IMAGE_CASES,
     *VIDEO_CASES,
     *SAVED_MODEL_CASES,
+    *VAE_CASES,
+    *FISHER_CASES,
+    *NETVLAD_CASES,
+    *MIXTURE_PRIOR_CASES,
+    *MVAE_CASES,
 ]

@@ -9,6 +9,12 @@ import keras
 import mmrep
 from tests.registry import REGISTRY
 
+# Public base classes that cannot be built on their own: {name: why, and where tested}.
+BASE_CLASSES = {
+    "SoftAssignmentPooling": "abstract base of NetVLAD, NetRVLAD, SoftBagOfWords and NetFV, "
+    "which are registered",
+}
+
 
 def public_layers():
     """Every public class defined in mmrep that is a Keras layer (models included)."""
@@ -36,7 +42,11 @@ def test_discovery_finds_known_layers():
 
 def test_every_public_layer_is_registered():
     registered = {case.layer_cls for case in REGISTRY}
-    missing = sorted(cls.__qualname__ for cls in public_layers() - registered)
+    missing = sorted(
+        cls.__qualname__
+        for cls in public_layers() - registered
+        if cls.__qualname__ not in BASE_CLASSES
+    )
     assert not missing, f"public layers missing from tests/registry.py: {missing}"
 
 
