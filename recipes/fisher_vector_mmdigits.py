@@ -21,12 +21,11 @@ import time
 
 import keras
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
 
 from mmrep.data import load_mmdigits
 from mmrep.encoders import ImageEncoder
 from mmrep.heads import FisherVector
+from mmrep.metrics import linear_probe_accuracy
 
 
 def parse_args(argv):
@@ -71,13 +70,6 @@ def train_backbone(train_images, train_labels, epochs, seed):
     return encoder
 
 
-def linear_probe(train_x, train_y, test_x, test_y):
-    scaler = StandardScaler().fit(train_x)
-    probe = LogisticRegression(max_iter=2000, C=1.0)
-    probe.fit(scaler.transform(train_x), train_y)
-    return probe.score(scaler.transform(test_x), test_y)
-
-
 def fisher_features(descriptors, fit_data, k, seed):
     fisher = FisherVector(k, improved=True)
     fit = fisher.adapt(fit_data.reshape(-1, fit_data.shape[-1]), seed=seed, progress=False)
@@ -120,11 +112,13 @@ def main(argv=None):
             encoder = ImageEncoder("small_cnn", image_size=32, pooling=None)
         train_sets = feature_maps(encoder, train_images)
         test_sets = feature_maps(encoder, test_images)
-        gap = linear_probe(train_sets.mean(1), train_labels, test_sets.mean(1), test_labels)
+        gap = linear_probe_accuracy(
+            train_sets.mean(1), train_labels, test_sets.mean(1), test_labels
+        )
         _, fit, (train_fv, test_fv) = fisher_features(
             (train_sets, test_sets), train_sets, k, args.seed
         )
-        fv = linear_probe(train_fv, train_labels, test_fv, test_labels)
+        fv = linear_probe_accuracy(train_fv, train_labels, test_fv, test_labels)
         learned = end_to_end(
             fit, (train_sets, train_labels), (test_sets, test_labels), k, fv_epochs, args.seed
         )

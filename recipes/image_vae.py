@@ -28,12 +28,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import numpy as np
 from keras import ops
-from sklearn.linear_model import LogisticRegression
 
 from mmrep.data import load_mmdigits
 from mmrep.heads import KLAnnealing, VAEHead
-from mmrep.losses.divergences import kl_standard_normal
-from mmrep.losses.reconstruction import BernoulliNLL, bernoulli_nll
+from mmrep.losses import BernoulliNLL, bernoulli_nll, kl_standard_normal
+from mmrep.metrics import linear_probe_accuracy
 
 CLASSES = 10
 SIDE = 32
@@ -161,8 +160,7 @@ def main(argv=None):
     reconstruction, kl = vae.negative_elbo(test_x, test_y, samples=2 if args.smoke else 10)
     train_mean, _ = vae.posterior(train_x, train_y)
     test_mean, _ = vae.posterior(test_x, test_y)
-    probe = LogisticRegression(max_iter=2000).fit(train_mean, train_labels)
-    accuracy = probe.score(test_mean, test_labels)
+    accuracy = linear_probe_accuracy(train_mean, train_labels, test_mean, test_labels)
 
     variant = ("conditional " if args.conditional else "") + f"VAE, beta={args.beta:g}"
     rows = [

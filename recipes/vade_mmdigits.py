@@ -31,6 +31,7 @@ from sklearn.cluster import KMeans
 
 from mmrep.data import load_mmdigits
 from mmrep.heads import GaussianMixturePrior, VAEHead, VectorDecoder
+from mmrep.losses import bernoulli_nll
 from mmrep.metrics import clustering_accuracy
 
 
@@ -39,14 +40,6 @@ def load_pixels(split, limit=None):
     data = load_mmdigits(split, modalities=("image",), image_size=8, as_numpy=True)
     pixels = data["image"][..., 0].reshape(len(data["label"]), -1).astype("float32") / 255.0
     return pixels[:limit], data["label"][:limit]
-
-
-def bernoulli_nll(pixels, logits):
-    """-log p(x | z) per image, summed over pixels (Bernoulli likelihood of grey levels)."""
-    per_pixel = keras.losses.binary_crossentropy(
-        ops.expand_dims(pixels, -1), ops.expand_dims(logits, -1), from_logits=True
-    )
-    return ops.sum(per_pixel, axis=-1)
 
 
 class VaDE:
