@@ -3,6 +3,22 @@
 import keras
 
 
+def add_kl_weight(layer, beta):
+    """Creates `layer.kl_weight`, the KL term's weight that `KLAnnealing` schedules.
+
+    A non-trainable float32 scalar (never autocast) starting at `beta`; the layer must also
+    keep `beta` as an attribute, the value the schedule rises to.
+    """
+    layer.kl_weight = layer.add_weight(
+        name="kl_weight",
+        shape=(),
+        initializer=keras.initializers.Constant(beta),
+        trainable=False,
+        dtype="float32",
+        autocast=False,
+    )
+
+
 def _sublayers(layer):
     """Layers held by `layer`'s attributes (directly or in lists, tuples and dicts)."""
     for value in vars(layer).values():

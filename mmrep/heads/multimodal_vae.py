@@ -11,6 +11,7 @@ import keras
 from keras import ops
 
 from mmrep.fusion.modality_inputs import check_modality_names, check_presence, is_positive_int
+from mmrep.heads.kl_annealing import add_kl_weight
 from mmrep.heads.product_of_experts import ProductOfExperts
 from mmrep.losses.cross_replica import strategy_replicas
 from mmrep.losses.divergences import kl_standard_normal
@@ -161,14 +162,7 @@ class MultimodalVAE(keras.Model):
         }
         self.product_of_experts = ProductOfExperts(dtype="float32", name="product_of_experts")
         self.seed_generator = keras.random.SeedGenerator(seed)
-        self.kl_weight = self.add_weight(
-            name="kl_weight",
-            shape=(),
-            initializer=keras.initializers.Constant(self.beta),
-            trainable=False,
-            dtype="float32",
-            autocast=False,
-        )
+        add_kl_weight(self, self.beta)
 
     # === Inference ===
 

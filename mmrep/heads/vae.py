@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from mmrep.heads.kl_annealing import add_kl_weight
 from mmrep.losses.divergences import kl_standard_normal
 
 _OUTPUT_KEYS = ("z", "z_mean", "z_log_var")
@@ -154,14 +155,7 @@ class VAEHead(keras.layers.Layer):
             width = layer.units
         self.mean_layer.build((None, width))
         self.log_var_layer.build((None, width))
-        self.kl_weight = self.add_weight(
-            name="kl_weight",
-            shape=(),
-            initializer=keras.initializers.Constant(self.beta),
-            trainable=False,
-            dtype="float32",
-            autocast=False,
-        )
+        add_kl_weight(self, self.beta)
 
     def _check_inputs(self, inputs, condition):
         shape = tuple(inputs.shape)
