@@ -21,6 +21,7 @@ import tensorflow as tf
 from keras import ops
 
 from mmrep.encoders.pooling import as_bool_mask
+from mmrep.heads import gmm_em
 from mmrep.heads.mixture import (
     add_mixture_weights,
     check_gmm,
@@ -221,10 +222,6 @@ class FisherVector(keras.layers.Layer):
         """
         if self.external_mixture:
             raise ValueError(f"{self.name}: `adapt` has no effect with `external_mixture=True`")
-        import importlib
-
-        # Looked up at call time, so that the EM module is only imported when it is used.
-        gmm_em = importlib.import_module("mmrep.heads.gmm_em")
         fit = gmm_em.fit_diagonal_gmm(data, self.num_components, **kwargs)
         self.set_gmm(fit.weights, fit.means, fit.variances)
         return fit

@@ -21,6 +21,7 @@ Reference:
 import keras
 from keras import ops
 
+from mmrep.heads import gmm_em
 from mmrep.heads.mixture import (
     add_mixture_weights,
     check_gmm,
@@ -198,9 +199,7 @@ class GaussianMixturePrior(keras.layers.Layer):
         Returns:
             The `GMMFit` that was assigned.
         """
-        from mmrep.heads.gmm_em import fit_diagonal_gmm
-
-        fit = fit_diagonal_gmm(latents, self.num_components, **kwargs)
+        fit = gmm_em.fit_diagonal_gmm(latents, self.num_components, **kwargs)
         self.set_gmm(fit.weights, fit.means, fit.variances)
         return fit
 
