@@ -130,9 +130,6 @@ class SoftAssignmentPooling(keras.layers.Layer):
             )
         return shape[-1]
 
-    def _pooled_width(self, dim):
-        raise NotImplementedError
-
     def build(self, input_shape):
         dim = self._check_shape(input_shape)
         self._dim = dim
