@@ -25,7 +25,7 @@ from mmrep.heads import gmm_em
 from mmrep.heads.mixture import (
     add_mixture_weights,
     check_gmm,
-    component_log_densities,
+    log_density_coefficients,
     mixture_tensors,
     set_mixture,
 )
@@ -287,8 +287,9 @@ class FisherVector(keras.layers.Layer):
         return dim
 
     def _valid(self, inputs, mask):
+        """The mask as bool `[B, N]`, or `None` when every descriptor is real."""
         if mask is None:
-            return ops.ones(ops.shape(inputs)[:2], "bool")
+            return None
         expected, got = tuple(inputs.shape[:2]), tuple(mask.shape)
         if not _shape_matches(got, expected):
             raise ValueError(
@@ -320,22 +321,31 @@ class FisherVector(keras.layers.Layer):
         params = self._call_mixture(mixture, dim if dim is not None else self.descriptor_dim)
         valid = self._valid(inputs, mask)
         x = ops.cast(inputs, "float32")
-        # Padded rows become zeros before any arithmetic, so that NaN there cannot reach
-        # the gradients through the untaken branch of a later `where`.
-        x = self._check_finite(ops.where(valid[..., None], x, ops.zeros_like(x)))
+        if valid is not None:
+            # Padded rows become zeros before any arithmetic, so that NaN there cannot reach
+            # the gradients through the untaken branch of a later `where`.
+            x = ops.where(valid[..., None], x, ops.zeros_like(x))
+        x = self._check_finite(x)
         weights, means, variances = (params[k] for k in _MIXTURE_KEYS)
         centre = ops.stop_gradient(ops.sum(weights[:, None] * means, axis=0))
         x = x - centre
         means = means - centre
 
-        log_joint = component_log_densities(x, weights, means, variances)  # [B, N, K]
-        gamma = ops.exp(log_joint - ops.logsumexp(log_joint, axis=-1, keepdims=True))
-        gamma = ops.where(valid[..., None], gamma, ops.zeros_like(gamma))
+        # [x, x²] serves twice: the log joint densities are one matrix product with it, and
+        # the statistics γᵀx, γᵀx² another. Soft assignments are their softmax over
+        # components (one pass of exponentials, after subtracting the maximum).
+        moments = ops.concatenate([x, ops.square(x)], axis=-1)  # [B, N, 2D]
+        kernel, bias = log_density_coefficients(weights, means, variances)
+        gamma = ops.softmax(ops.matmul(moments, kernel) + bias, axis=-1)  # [B, N, K]
+        if valid is not None:
+            gamma = ops.where(valid[..., None], gamma, ops.zeros_like(gamma))
+            count = ops.sum(ops.cast(valid, "float32"), axis=1)  # [B]
+        else:
+            count = ops.full((ops.shape(x)[0],), ops.cast(ops.shape(x)[1], "float32"))
         s0 = ops.sum(gamma, axis=1)[..., None]  # [B, K, 1]
-        s12 = ops.einsum("bnk,bnd->bkd", gamma, ops.concatenate([x, ops.square(x)], axis=-1))
+        s12 = ops.einsum("bnk,bnd->bkd", gamma, moments)
         s1, s2 = ops.split(s12, 2, axis=-1)
 
-        count = ops.sum(ops.cast(valid, "float32"), axis=1)  # [B]
         inv_n = (1.0 / ops.maximum(count, 1.0))[:, None, None]
         sqrt_w = ops.sqrt(weights)[:, None]
         g_mu = (s1 - s0 * means) * inv_n / (ops.sqrt(variances) * sqrt_w)

@@ -127,12 +127,38 @@ def mixture_tensors(layer):
     }
 
 
+def log_density_coefficients(weights, means, variances):
+    """The affine map from `[x, x**2]` to the log joint densities of a diagonal mixture.
+
+    `log(w_k N(x | mu_k, diag(var_k))) = [x, x**2] @ kernel + bias`, with
+    `kernel = [mu / var ; -1 / (2 var)]^T` and
+    `bias_k = log w_k - (sum(mu_k**2 / var_k) + sum(log var_k) + D log 2 pi) / 2`: the
+    quadratic form expanded so that the E-step of EM and the soft assignment of the Fisher
+    vector are one matrix product over `2D` rather than a `[..., K, D]` broadcast (and the
+    Fisher vector reuses `[x, x**2]` for its statistics).
+
+    Args:
+        weights: `[K]`; means, variances: `[K, D]` (float32 tensors).
+
+    Returns:
+        `(kernel [2D, K], bias [K])`, float32.
+    """
+    precisions = 1.0 / variances
+    kernel = ops.transpose(ops.concatenate([means * precisions, -0.5 * precisions], axis=-1))
+    dim = ops.cast(ops.shape(means)[-1], "float32")
+    constant = (
+        ops.sum(ops.square(means) * precisions, axis=-1)
+        + ops.sum(ops.log(variances), axis=-1)
+        + dim * LOG_2PI
+    )
+    return kernel, ops.log(weights) - 0.5 * constant
+
+
 def component_log_densities(x, weights, means, variances):
     """log(w_k N(x | mu_k, diag(var_k))) for every component, in float32.
 
-    Written as the expansion `x^2/var - 2 x mu/var + mu^2/var` so that it is two matrix
-    products over D rather than a `[..., K, D]` broadcast; this is the E-step of EM and the
-    soft assignment of the Fisher vector.
+    One matrix product of `[x, x**2]` with `log_density_coefficients`; this is the E-step
+    of EM and the soft assignment of the Fisher vector.
 
     Args:
         x: tensor `[..., D]`.
@@ -142,12 +168,5 @@ def component_log_densities(x, weights, means, variances):
         A float32 tensor `[..., K]`.
     """
     x = ops.cast(x, "float32")
-    precisions = 1.0 / variances
-    quadratic = (
-        ops.matmul(ops.square(x), ops.transpose(precisions))
-        - 2.0 * ops.matmul(x, ops.transpose(means * precisions))
-        + ops.sum(ops.square(means) * precisions, axis=-1)
-    )
-    log_det = ops.sum(ops.log(variances), axis=-1)
-    dim = ops.cast(ops.shape(means)[-1], "float32")
-    return ops.log(weights) - 0.5 * (quadratic + log_det + dim * LOG_2PI)
+    kernel, bias = log_density_coefficients(weights, means, variances)
+    return ops.matmul(ops.concatenate([x, ops.square(x)], axis=-1), kernel) + bias
