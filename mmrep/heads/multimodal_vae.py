@@ -15,22 +15,16 @@ from mmrep.heads.kl_annealing import add_kl_weight
 from mmrep.heads.product_of_experts import ProductOfExperts
 from mmrep.losses.cross_replica import strategy_replicas
 from mmrep.losses.divergences import kl_standard_normal
-from mmrep.losses.reconstruction import bernoulli_nll, gaussian_nll
+from mmrep.losses.reconstruction import bernoulli_nll, categorical_nll, gaussian_nll
 
 LIKELIHOODS = ("bernoulli", "gaussian", "categorical")
 PRESENCE = "presence"
 
 
-def _categorical_nll(x, logits):
-    """`-sum(x * log_softmax(logits))` over the last axis, in float32 (one-hot or soft x)."""
-    x, logits = ops.cast(x, "float32"), ops.cast(logits, "float32")
-    return -ops.sum(x * ops.log_softmax(logits, axis=-1), axis=-1)
-
-
 _NLL = {
     "bernoulli": bernoulli_nll,
     "gaussian": lambda x, mean: gaussian_nll(x, mean),
-    "categorical": _categorical_nll,
+    "categorical": categorical_nll,
 }
 _MEAN = {"bernoulli": ops.sigmoid, "gaussian": lambda y: y, "categorical": ops.softmax}
 

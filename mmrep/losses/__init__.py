@@ -19,6 +19,7 @@ from mmrep.losses.reconstruction import (
     BernoulliNLL,
     GaussianNLL,
     bernoulli_nll,
+    categorical_nll,
     gaussian_nll,
     split_gaussian,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "MaxMarginRankingLoss",
     "NTXentLoss",
     "bernoulli_nll",
+    "categorical_nll",
     "clip_loss",
     "gather_batch",
     "gaussian_log_density",

@@ -55,6 +55,23 @@ def bernoulli_nll(x, logits):
     return ops.sum(per_dim, axis=-1)
 
 
+def categorical_nll(x, logits):
+    """`-sum(x * log_softmax(logits))` per example over the last axis, in float32.
+
+    The negative log-likelihood of a one-hot (or soft) label `x` under the categorical
+    distribution `softmax(logits)`, e.g. a label treated as a modality (Wu & Goodman 2018).
+
+    Args:
+        x: tensor `[..., C]`, one-hot or a distribution over `C` classes.
+        logits: tensor `[..., C]`. The decoder's logits.
+
+    Returns:
+        A float32 tensor `[...]`.
+    """
+    x, logits = ops.cast(x, "float32"), ops.cast(logits, "float32")
+    return -ops.sum(x * ops.log_softmax(logits, axis=-1), axis=-1)
+
+
 def split_gaussian(parameters):
     """Splits a learned-variance decoder output `[..., 2D]` into `(mean, log_var)`.
 

@@ -9,6 +9,7 @@ from mmrep.losses.reconstruction import (
     BernoulliNLL,
     GaussianNLL,
     bernoulli_nll,
+    categorical_nll,
     gaussian_nll,
     split_gaussian,
 )
@@ -70,3 +71,22 @@ def test_bad_arguments():
         split_gaussian(np.ones((2, 3), "float32"))
     with pytest.raises(ValueError, match="4 features"):
         GaussianNLL("learned")(np.ones((2, 3), "float32"), np.ones((2, 8), "float32"))
+
+
+def test_categorical_nll_matches_float64_log_softmax():
+    rng = np.random.default_rng(3)
+    logits = rng.normal(0, 5, (6, 4))
+    labels = np.eye(4)[rng.integers(0, 4, 6)]
+    soft = rng.dirichlet(np.ones(4), 6)
+    log_p = logits - logits.max(-1, keepdims=True)
+    log_p = log_p - np.log(np.exp(log_p).sum(-1, keepdims=True))
+    for x in (labels, soft):
+        got = keras.ops.convert_to_numpy(
+            categorical_nll(x.astype("float32"), logits.astype("float32"))
+        )
+        np.testing.assert_allclose(got, -(x * log_p).sum(-1), rtol=1e-5, atol=1e-6)
+    # Stable at extreme logits: the true class at -200 costs ~400 nats, not inf.
+    extreme = categorical_nll(
+        np.array([[1.0, 0.0]], "float32"), np.array([[-200.0, 200.0]], "float32")
+    )
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(extreme), [400.0], rtol=1e-6)
