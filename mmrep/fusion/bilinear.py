@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from mmrep import power_normalization
 from mmrep.fusion.count_sketch import count_sketch, count_sketch_hashes, tensor_sketch
 from mmrep.fusion.modality_inputs import (
     check_floating,
@@ -17,8 +18,6 @@ _MODES = ("full", "compact", "low_rank")
 _VARIANTS = ("mfb", "mlb")
 _MISSING = ("zeros", "learned")
 _MFB_DEFAULT_K = 5
-_SQRT_EPSILON = 1e-12
-_L2_EPSILON = 1e-12
 
 
 @keras.saving.register_keras_serializable(package="mmrep")
@@ -290,10 +289,9 @@ class BilinearFusion(keras.layers.Layer):
             z = self._low_rank(x, y, rank)
         z = ops.cast(z, "float32")
         if self._apply_sqrt:
-            z = ops.sign(z) * ops.sqrt(ops.abs(z) + _SQRT_EPSILON)
+            z = power_normalization.signed_sqrt(z)
         if self._apply_l2:
-            squares = ops.sum(ops.square(z), axis=-1, keepdims=True)
-            z = z / ops.sqrt(ops.maximum(squares, _L2_EPSILON))
+            z = power_normalization.l2_normalize(z)
         return ops.cast(z, self.compute_dtype)
 
     def _full(self, x, y, rank):

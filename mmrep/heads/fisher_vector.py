@@ -29,9 +29,8 @@ from mmrep.heads.mixture import (
     mixture_tensors,
     set_mixture,
 )
+from mmrep.power_normalization import l2_normalize, signed_sqrt
 
-_SQRT_EPSILON = 1e-12
-_L2_EPSILON = 1e-12
 _MIXTURE_KEYS = ("weights", "means", "variances")
 
 
@@ -362,11 +361,7 @@ class FisherVector(keras.layers.Layer):
         fv = ops.concatenate(blocks, axis=-1)
         fv = ops.where((count > 0)[:, None], fv, ops.zeros_like(fv))
         if self.improved:
-            fv = ops.sign(fv) * ops.sqrt(ops.abs(fv) + _SQRT_EPSILON)
-            norm = ops.sqrt(
-                ops.maximum(ops.sum(ops.square(fv), axis=-1, keepdims=True), _L2_EPSILON)
-            )
-            fv = fv / norm
+            fv = l2_normalize(signed_sqrt(fv))
         return ops.cast(fv, self.compute_dtype)
 
     def compute_mask(self, inputs, mask=None):

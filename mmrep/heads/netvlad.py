@@ -9,7 +9,8 @@ and the soft cluster counts (soft bag-of-words).
 import keras
 from keras import ops
 
-from mmrep.heads.soft_assignment import NORMALIZATIONS, SoftAssignmentPooling, l2_normalize
+from mmrep.heads.soft_assignment import NORMALIZATIONS, SoftAssignmentPooling
+from mmrep.power_normalization import l2_normalize
 
 _BOW_NORMALIZATIONS = ("l2", "l1", None)
 

@@ -29,15 +29,7 @@ from keras import ops
 from mmrep.encoders.pooling import as_bool_mask
 from mmrep.heads.context_gating import ContextGating
 
-# Guards `x / ||x||` for an all-zero block (an empty set or an unused cluster).
-NORM_EPSILON = 1e-12
 NORMALIZATIONS = ("intra_l2", "l2", None)
-
-
-def l2_normalize(x, axis=-1):
-    """`x / max(||x||, 1e-6)` along `axis`: all-zero blocks stay zero with finite gradients."""
-    squares = ops.sum(ops.square(x), axis=axis, keepdims=True)
-    return x / ops.sqrt(ops.maximum(squares, NORM_EPSILON))
 
 
 def _is_int(value, minimum):
