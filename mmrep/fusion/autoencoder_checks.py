@@ -8,7 +8,8 @@ reconstruction weights, and the tensors a call receives.
 
 import keras
 
-from mmrep.fusion.modality_inputs import check_floating, check_modality_names, is_positive_int
+from mmrep.arguments import is_positive_int
+from mmrep.fusion.modality_inputs import check_floating, check_modality_names
 
 FUSIONS = ("mean", "concat")
 

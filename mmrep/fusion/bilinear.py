@@ -4,12 +4,12 @@ import keras
 from keras import ops
 
 from mmrep import power_normalization
+from mmrep.arguments import is_positive_int
 from mmrep.fusion.count_sketch import count_sketch, count_sketch_hashes, tensor_sketch
 from mmrep.fusion.modality_inputs import (
     check_floating,
     check_modality_names,
     check_presence,
-    is_positive_int,
     modality_order,
     presence_column,
 )

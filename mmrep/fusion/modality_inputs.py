@@ -9,11 +9,6 @@ import keras
 from keras import ops
 
 
-def is_positive_int(value):
-    """Whether `value` is an int (not a bool) greater than zero, as a width or count must be."""
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
 def check_modality_names(modalities, count=None, reserved=()):
     """Returns `modalities` as a list (or `None`), checked as a layer's constructor argument.
 

@@ -5,11 +5,11 @@ import math
 import keras
 from keras import ops
 
+from mmrep.arguments import is_positive_int
 from mmrep.fusion.modality_inputs import (
     check_floating,
     check_modality_names,
     check_presence,
-    is_positive_int,
     modality_order,
     presence_column,
 )

@@ -9,6 +9,8 @@ of one `D x D` matrix; the LOUPE classifier applies it after the pooled projecti
 import keras
 from keras import ops
 
+from mmrep.arguments import is_positive_int
+
 
 @keras.saving.register_keras_serializable(package="mmrep")
 class ContextGating(keras.layers.Layer):
@@ -58,9 +60,7 @@ class ContextGating(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if units is not None and (
-            not isinstance(units, int) or isinstance(units, bool) or units < 1
-        ):
+        if units is not None and not is_positive_int(units):
             raise ValueError(f"Expected `units` to be a positive int or None. Received: {units!r}")
         self.units = units
         self.kernel_initializer = keras.initializers.get(kernel_initializer)

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from mmrep.arguments import is_positive_int
 from mmrep.encoders.pooling import as_bool_mask
 from mmrep.heads import gmm_em
 from mmrep.heads.mixture import (
@@ -120,7 +121,7 @@ class FisherVector(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if type(num_components) is not int or num_components < 1:
+        if not is_positive_int(num_components):
             raise ValueError(
                 f"Expected `num_components` to be a positive int. Received: {num_components!r}"
             )

@@ -10,7 +10,8 @@ modality, and of `num_subsets` random subsets (Wu & Goodman 2018, section 3.2).
 import keras
 from keras import ops
 
-from mmrep.fusion.modality_inputs import check_modality_names, check_presence, is_positive_int
+from mmrep.arguments import is_int_at_least, is_positive_int
+from mmrep.fusion.modality_inputs import check_modality_names, check_presence
 from mmrep.heads.kl_annealing import add_kl_weight
 from mmrep.heads.product_of_experts import ProductOfExperts
 from mmrep.losses.cross_replica import strategy_replicas
@@ -131,7 +132,7 @@ class MultimodalVAE(keras.Model):
                 f"Expected `reconstruction_weights` to map modalities {modalities} to floats "
                 f">= 0. Received: {reconstruction_weights}"
             )
-        subsets_ok = num_subsets == 0 or is_positive_int(num_subsets)
+        subsets_ok = is_int_at_least(num_subsets, 0)
         for name, value, wanted, ok in (
             ("latent_dim", latent_dim, "a positive int", is_positive_int(latent_dim)),
             ("beta", beta, "a float >= 0", isinstance(beta, (int, float)) and beta >= 0),

@@ -26,14 +26,11 @@ Design choices (documented once here, for every subclass):
 import keras
 from keras import ops
 
+from mmrep.arguments import is_int_at_least
 from mmrep.encoders.pooling import as_bool_mask
 from mmrep.heads.context_gating import ContextGating
 
 NORMALIZATIONS = ("intra_l2", "l2", None)
-
-
-def _is_int(value, minimum):
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
 class SoftAssignmentPooling(keras.layers.Layer):
@@ -76,15 +73,15 @@ class SoftAssignmentPooling(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if not _is_int(num_clusters, 1):
+        if not is_int_at_least(num_clusters, 1):
             raise ValueError(
                 f"Expected `num_clusters` to be a positive int. Received: {num_clusters!r}"
             )
-        if not _is_int(ghost_clusters, 0):
+        if not is_int_at_least(ghost_clusters, 0):
             raise ValueError(
                 f"Expected `ghost_clusters` to be an int >= 0. Received: {ghost_clusters!r}"
             )
-        if output_dim is not None and not _is_int(output_dim, 1):
+        if output_dim is not None and not is_int_at_least(output_dim, 1):
             raise ValueError(
                 f"Expected `output_dim` to be a positive int or None. Received: {output_dim!r}"
             )
