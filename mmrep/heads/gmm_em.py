@@ -340,7 +340,6 @@ def _accumulator(dataset, dim, dtype):
 
     One traced step per batch, summed in a Python loop: inside `Dataset.reduce` the ops
     ran on one thread (an EM pass took 1.3x as long on two cores)."""
-    density = component_log_densities if dtype == "float32" else _log_densities_float64
 
     @tf.function(reduce_retracing=True)  # batches of a stream may differ in size
     def batch_statistics(x, mask, weights, means, variances, shift):
@@ -349,7 +348,7 @@ def _accumulator(dataset, dim, dtype):
         # Masked rows (even NaN) are replaced before any arithmetic touches them.
         x = tf.where(valid[:, None], x, tf.zeros_like(x))
         centred = x - shift
-        log_joint = density(x, weights, means, variances)
+        log_joint = component_log_densities(x, weights, means, variances, dtype)
         log_norm = tf.reduce_logsumexp(log_joint, axis=1)
         gamma = tf.exp(log_joint - log_norm[:, None])
         gamma = tf.where(valid[:, None], gamma, tf.zeros_like(gamma))
@@ -373,19 +372,6 @@ def _accumulator(dataset, dim, dtype):
         return totals
 
     return accumulate
-
-
-def _log_densities_float64(x, weights, means, variances):
-    """`component_log_densities` in float64 (same expansion, no cast to float32)."""
-    precisions = 1.0 / variances
-    quadratic = (
-        tf.matmul(tf.square(x), precisions, transpose_b=True)
-        - 2.0 * tf.matmul(x, means * precisions, transpose_b=True)
-        + tf.reduce_sum(tf.square(means) * precisions, axis=-1)
-    )
-    log_det = tf.reduce_sum(tf.math.log(variances), axis=-1)
-    dim = tf.cast(tf.shape(means)[-1], tf.float64)
-    return tf.math.log(weights) - 0.5 * (quadratic + log_det + dim * np.log(2.0 * np.pi))
 
 
 def _m_step(nk, sx, sxx, shift, floor, previous):

@@ -138,14 +138,14 @@ def log_density_coefficients(weights, means, variances):
     Fisher vector reuses `[x, x**2]` for its statistics).
 
     Args:
-        weights: `[K]`; means, variances: `[K, D]` (float32 tensors).
+        weights: `[K]`; means, variances: `[K, D]` (tensors of one floating dtype).
 
     Returns:
-        `(kernel [2D, K], bias [K])`, float32.
+        `(kernel [2D, K], bias [K])`, in the dtype of `means`.
     """
     precisions = 1.0 / variances
     kernel = ops.transpose(ops.concatenate([means * precisions, -0.5 * precisions], axis=-1))
-    dim = ops.cast(ops.shape(means)[-1], "float32")
+    dim = ops.cast(ops.shape(means)[-1], means.dtype)
     constant = (
         ops.sum(ops.square(means) * precisions, axis=-1)
         + ops.sum(ops.log(variances), axis=-1)
@@ -154,19 +154,21 @@ def log_density_coefficients(weights, means, variances):
     return kernel, ops.log(weights) - 0.5 * constant
 
 
-def component_log_densities(x, weights, means, variances):
-    """log(w_k N(x | mu_k, diag(var_k))) for every component, in float32.
+def component_log_densities(x, weights, means, variances, dtype="float32"):
+    """log(w_k N(x | mu_k, diag(var_k))) for every component, in float32 (or `dtype`).
 
     One matrix product of `[x, x**2]` with `log_density_coefficients`; this is the E-step
     of EM and the soft assignment of the Fisher vector.
 
     Args:
         x: tensor `[..., D]`.
-        weights: `[K]`; means, variances: `[K, D]`.
+        weights: `[K]`; means, variances: `[K, D]`, in `dtype`.
+        dtype: the dtype computed in. Defaults to `"float32"`; EM uses `"float64"` where
+            float32 loses the log-density of rows whose variance is at the floor.
 
     Returns:
-        A float32 tensor `[..., K]`.
+        A tensor `[..., K]` of `dtype`.
     """
-    x = ops.cast(x, "float32")
+    x = ops.cast(x, dtype)
     kernel, bias = log_density_coefficients(weights, means, variances)
     return ops.matmul(ops.concatenate([x, ops.square(x)], axis=-1), kernel) + bias
