@@ -133,8 +133,8 @@ def main(argv=None):
     k = 4 if args.smoke else args.components
     (train_x, train_y), (test_x, test_y) = load("train", limit), load("test", limit)
 
-    def probe(key_or_features):
-        train_f, test_f = key_or_features
+    def probe(features):
+        train_f, test_f = features  # one array per split
         return linear_probe_accuracy(train_f, train_y, test_f, test_y)
 
     keras.utils.set_random_seed(args.seed)
