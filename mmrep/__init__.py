@@ -16,7 +16,16 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 __version__ = "0.1.0"
 
-_SUBPACKAGES = ("data", "encoders", "fusion", "heads", "losses", "metrics", "preprocessing")
+_SUBPACKAGES = (
+    "data",
+    "encoders",
+    "fusion",
+    "heads",
+    "losses",
+    "metrics",
+    "preprocessing",
+    "training",
+)
 
 __all__ = ["__version__", *_SUBPACKAGES]
 

@@ -1,5 +1,6 @@
 """Heads over encoder or fusion outputs: VAEs (Gaussian, beta, conditional, mixture prior,
-product of experts) and Fisher-vector pooling (GMM Fisher vectors, NetVLAD family).
+product of experts), Fisher-vector pooling (GMM Fisher vectors, NetVLAD family), and the
+energy-based GAN with its Adversarial Fisher Vectors.
 """
 
 import importlib
@@ -20,6 +21,14 @@ _EXPORTS = {
     "SoftBagOfWords": "netvlad",
     "NetFV": "net_fisher_vector",
     "ContextGating": "context_gating",
+    "EBMGAN": "ebm_gan",
+    "dcgan_generator": "gan_networks",
+    "dcgan_discriminator": "gan_networks",
+    "per_example_gradients": "per_example_gradients",
+    "AdversarialFisherVector": "adversarial_fisher_vector",
+    "fisher_distance": "fisher_distance",
+    "fisher_similarity": "fisher_distance",
+    "FisherSimilarityCallback": "fisher_similarity_callback",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,0 +1,31 @@
+"""Training at scale: strategy selection, distributed input, fault tolerance, precision.
+
+The same script runs on one CPU, several GPUs, many workers or a TPU: `select_strategy`
+reads the environment, `distribute_dataset` shards input with per-replica batches,
+`BackupAndRestore` resumes a killed run from its last atomic backup, and
+`TrainingOptions` turns `--precision` / `--jit-compile` flags into a dtype policy and
+compile arguments.
+"""
+
+import importlib
+
+# Public name -> module inside mmrep.training.
+_EXPORTS = {
+    "select_strategy": "strategy",
+    "is_chief": "strategy",
+    "distribute_dataset": "datasets",
+    "per_replica_batch_size": "datasets",
+    "epoch_shuffled": "epoch_shuffle",
+    "BackupAndRestore": "backup",
+    "TrainingOptions": "options",
+    "add_training_arguments": "options",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        module = importlib.import_module(f"{__name__}.{_EXPORTS[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module 'mmrep.training' has no attribute {name!r}")
