@@ -17,6 +17,9 @@ _EXPORTS = {
     "per_replica_batch_size": "datasets",
     "epoch_shuffled": "epoch_shuffle",
     "BackupAndRestore": "backup",
+    "BackupMismatchError": "backup",
+    "EpochShuffled": "epoch_shuffle",
+    "EpochCallback": "epoch_shuffle",
     "TrainingOptions": "options",
     "add_training_arguments": "options",
 }
