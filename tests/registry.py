@@ -17,6 +17,7 @@ from tests.encoders.text.cases import TEXT_CASES
 from tests.encoders.video.cases import VIDEO_CASES
 from tests.fusion.autoencoder_cases import AUTOENCODER_CASES
 from tests.fusion.bilinear_cases import BILINEAR_CASES
+from tests.fusion.contrastive_model_cases import CONTRASTIVE_MODEL_CASES
 from tests.fusion.coordinated_cases import COORDINATED_CASES
 from tests.harness import LayerCase
 from tests.heads.fisher_cases import FISHER_CASES
@@ -84,6 +85,7 @@ REGISTRY = [
     *BILINEAR_CASES,
     *AUTOENCODER_CASES,
     *COORDINATED_CASES,
+    *CONTRASTIVE_MODEL_CASES,
     *BERT_CASES,
     *TEXT_CASES,
     *AUDIO_CASES,

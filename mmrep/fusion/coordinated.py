@@ -53,9 +53,10 @@ class CoordinatedEmbedding(keras.layers.Layer):
     missing and leave that pair out as an anchor and as a negative.
 
     Training. The layer's output dict is what the `mmrep.losses` loss classes read
-    (`ClipLoss()(None, outputs)`); a model trains with one by overriding
-    `keras.Model.compute_loss` (see `mmrep.losses.contrastive_keras`), with negatives
-    gathered across `tf.distribute` replicas.
+    (`ClipLoss()(None, outputs)`); `mmrep.fusion.ContrastiveModel` wraps a model that
+    ends in this layer and trains it with one (`fit` without targets), with negatives
+    gathered across `tf.distribute` replicas. A model of one's own overrides
+    `keras.Model.compute_loss` instead (see `mmrep.losses.contrastive_keras`).
 
     Args:
         embedding_dim: int. Width of the shared space.

@@ -5,19 +5,17 @@ temperature); `y_true` is `None` or a presence mask.
 
 How they compose with training. Keras' `compile(loss=...)` gives each output of a
 dict-output model its own loss, so a loss over two outputs is not compiled but called
-from `keras.Model.compute_loss`, which `fit`, `evaluate` and custom `train_step`s all use
-(add `super().compute_loss(...)` when losses are also compiled for other outputs):
+from `keras.Model.compute_loss`, which `fit`, `evaluate` and custom `train_step`s all use.
+`mmrep.fusion.ContrastiveModel` does this ready made (and adds compiled and layer
+losses, reads a presence mask given as targets, serialises, and embeds):
 
-    clip = ClipLoss()
-
-    class DualEncoder(keras.Model):
-        def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
-                         training=True):
-            return clip(None, y_pred)
-
-    model = DualEncoder(inputs, CoordinatedEmbedding(64)(features, presence=presence))
+    embedder = keras.Model(inputs, CoordinatedEmbedding(64)(features, presence=presence))
+    model = ContrastiveModel(embedder, ClipLoss())
     model.compile(optimizer="adam")
     model.fit(x, epochs=10)  # no targets
+
+A model of one's own does the same by overriding `compute_loss` to return
+`loss(None, y_pred)` (plus `super().compute_loss(...)` for compiled or layer losses).
 
 The loss is deliberately not registered with `add_loss` from inside a layer: under
 `MirroredStrategy` the replicas run in threads that take turns at every collective
