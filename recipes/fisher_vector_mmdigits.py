@@ -26,6 +26,7 @@ from mmrep.data import load_mmdigits
 from mmrep.encoders import ImageEncoder
 from mmrep.heads import FisherVector
 from mmrep.metrics import linear_probe_accuracy
+from mmrep.training import TrainingOptions, add_training_arguments
 
 
 def parse_args(argv):
@@ -35,6 +36,7 @@ def parse_args(argv):
     parser.add_argument("--fv-epochs", type=int, default=20, help="end-to-end FV epochs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, for a quick check")
+    add_training_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -44,9 +46,12 @@ def load(split, limit):
 
 
 def apply(layer, x, batch_size=128):
-    """Runs a layer over `x` in batches (inference mode), returning a numpy array."""
+    """Runs a layer over `x` in batches (inference mode), returning a float32 numpy array.
+
+    Float32 whatever the dtype policy: EM and the linear probe compute in numpy.
+    """
     parts = [layer(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
-    return np.concatenate([keras.ops.convert_to_numpy(p) for p in parts])
+    return np.concatenate([keras.ops.convert_to_numpy(p) for p in parts]).astype("float32")
 
 
 def feature_maps(encoder, images):
@@ -55,7 +60,7 @@ def feature_maps(encoder, images):
     return maps.reshape(maps.shape[0], -1, maps.shape[-1])
 
 
-def train_backbone(train_images, train_labels, epochs, seed):
+def train_backbone(train_images, train_labels, epochs, seed, jit_compile=False):
     keras.utils.set_random_seed(seed)
     encoder = ImageEncoder("small_cnn", image_size=32, pooling=None)
     images = keras.Input((32, 32, 3), dtype="uint8")
@@ -65,6 +70,7 @@ def train_backbone(train_images, train_labels, epochs, seed):
         keras.optimizers.Adam(1e-3),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
+        jit_compile=jit_compile,
     )
     model.fit(train_images, train_labels, batch_size=64, epochs=epochs, verbose=2)
     return encoder
@@ -76,7 +82,7 @@ def fisher_features(descriptors, fit_data, k, seed):
     return fisher, fit, [apply(fisher, d) for d in descriptors]
 
 
-def end_to_end(fit, train, test, k, epochs, seed):
+def end_to_end(fit, train, test, k, epochs, seed, jit_compile=False):
     """FisherVector with a trainable GMM (started from the EM fit) + a linear classifier."""
     keras.utils.set_random_seed(seed)
     (train_x, train_y), (test_x, test_y) = train, test
@@ -88,6 +94,7 @@ def end_to_end(fit, train, test, k, epochs, seed):
         keras.optimizers.Adam(1e-3),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
+        jit_compile=jit_compile,
     )
     model.fit(train_x, train_y, batch_size=64, epochs=epochs, verbose=0)
     return model.evaluate(test_x, test_y, verbose=0)[1]
@@ -95,6 +102,8 @@ def end_to_end(fit, train, test, k, epochs, seed):
 
 def main(argv=None):
     args = parse_args(argv)
+    options = TrainingOptions.from_args(args).apply()
+    jit_compile = options.jit_compile
     limit = 200 if args.smoke else None
     k = 4 if args.smoke else args.components
     epochs = 1 if args.smoke else args.epochs
@@ -106,7 +115,7 @@ def main(argv=None):
     for name in ("trained", "random"):
         start = time.perf_counter()
         if name == "trained":
-            encoder = train_backbone(train_images, train_labels, epochs, args.seed)
+            encoder = train_backbone(train_images, train_labels, epochs, args.seed, jit_compile)
         else:
             keras.utils.set_random_seed(args.seed)
             encoder = ImageEncoder("small_cnn", image_size=32, pooling=None)
@@ -120,7 +129,13 @@ def main(argv=None):
         )
         fv = linear_probe_accuracy(train_fv, train_labels, test_fv, test_labels)
         learned = end_to_end(
-            fit, (train_sets, train_labels), (test_sets, test_labels), k, fv_epochs, args.seed
+            fit,
+            (train_sets, train_labels),
+            (test_sets, test_labels),
+            k,
+            fv_epochs,
+            args.seed,
+            jit_compile,
         )
         rows.append((name, train_sets.shape, gap, fv, learned, time.perf_counter() - start))
 

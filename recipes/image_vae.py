@@ -33,6 +33,7 @@ from mmrep.data import load_mmdigits
 from mmrep.heads import KLAnnealing, VAEHead
 from mmrep.losses import BernoulliNLL, bernoulli_nll, kl_standard_normal
 from mmrep.metrics import linear_probe_accuracy
+from mmrep.training import TrainingOptions, add_training_arguments
 
 CLASSES = 10
 SIDE = 32
@@ -134,7 +135,9 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--warmup-epochs", type=int, default=5, help="KL warm-up length")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, for the tests")
+    add_training_arguments(parser)
     args = parser.parse_args(argv)
+    options = TrainingOptions.from_args(args).apply()
     keras.utils.set_random_seed(0)
 
     limit = 128 if args.smoke else None
@@ -143,7 +146,7 @@ def main(argv=None):
     test_x, test_y, test_labels = load_split("test", 64 if args.smoke else None)
 
     vae = ImageVAE(args.latent_dim, args.beta, args.conditional, width=8 if args.smoke else 32)
-    vae.compile()
+    vae.compile(**options.compile_kwargs())
     steps = -(-len(train_x) // args.batch_size)
     annealing = KLAnnealing(warmup_steps=max(1, args.warmup_epochs * steps))
     start = time.time()

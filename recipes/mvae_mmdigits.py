@@ -28,6 +28,7 @@ from mmrep.data import load_mmdigits
 from mmrep.heads import MultimodalVAE
 from mmrep.losses.divergences import kl_standard_normal
 from mmrep.losses.reconstruction import bernoulli_nll
+from mmrep.training import TrainingOptions, add_training_arguments
 
 
 def load(split, image_size):
@@ -69,7 +70,9 @@ def joint_elbo(model, images, labels, seed):
     noise = np.random.default_rng(seed).standard_normal(out["z_mean"].shape).astype("float32")
     z = out["z_mean"] + ops.exp(0.5 * out["z_log_var"]) * noise
     image_nll = bernoulli_nll(images, model.decoders["image"](z))
-    label_nll = -ops.sum(labels * ops.log_softmax(model.decoders["label"](z), axis=-1), -1)
+    # The decoders compute in the policy's dtype; the ELBO is summed in float32.
+    label_logits = ops.cast(model.decoders["label"](z), "float32")
+    label_nll = -ops.sum(labels * ops.log_softmax(label_logits, axis=-1), -1)
     kl = kl_standard_normal(out["z_mean"], out["z_log_var"])
     return -float(ops.mean(image_nll + label_nll + kl))
 
@@ -112,7 +115,9 @@ def main(argv=None):
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, for tests")
+    add_training_arguments(parser)
     args = parser.parse_args(argv)
+    options = TrainingOptions.from_args(args).apply()
     if args.smoke:
         args.image_size, args.epochs, args.hidden, args.latent_dim = 8, 2, 32, 4
 
@@ -124,7 +129,7 @@ def main(argv=None):
     presence[dropped, 1] = 0.0
 
     model = build(images.shape[1], args)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), **options.compile_kwargs())
     start = time.time()
     model.fit(
         {"image": images, "label": labels, "presence": presence},

@@ -33,6 +33,7 @@ from mmrep.data import load_mmdigits
 from mmrep.heads import GaussianMixturePrior, VAEHead, VectorDecoder
 from mmrep.losses import bernoulli_nll
 from mmrep.metrics import clustering_accuracy
+from mmrep.training import TrainingOptions, add_training_arguments
 
 
 def load_pixels(split, limit=None):
@@ -58,9 +59,13 @@ class VaDE:
         self.model = keras.Model(inputs, self.decoder(posterior["z"]))
         self.encoder = keras.Model(inputs, posterior)
 
-    def train(self, pixels, *, kl_weight, epochs, batch_size, learning_rate):
+    def train(self, pixels, *, kl_weight, epochs, batch_size, learning_rate, jit_compile=False):
         self.head.kl_weight.assign(kl_weight)
-        self.model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=bernoulli_nll)
+        self.model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate),
+            loss=bernoulli_nll,
+            jit_compile=jit_compile,
+        )
         self.model.fit(pixels, pixels, epochs=epochs, batch_size=batch_size, verbose=0)
 
     def encode(self, pixels):
@@ -91,8 +96,12 @@ def run(
     finetune_learning_rate=2e-4,
     train_limit=None,
     seed=0,
+    jit_compile=False,
 ):
-    """Pretrains, initialises from a GMM, fine-tunes; returns a dict of test results."""
+    """Pretrains, initialises from a GMM, fine-tunes; returns a dict of test results.
+
+    The global dtype policy (`TrainingOptions.apply`) must be set before the call.
+    """
     keras.utils.set_random_seed(seed)
     x_train, _ = load_pixels("train", train_limit)
     x_test, y_test = load_pixels("test")
@@ -110,6 +119,7 @@ def run(
         epochs=pretrain_epochs,
         batch_size=batch_size,
         learning_rate=learning_rate,
+        jit_compile=jit_compile,
     )
     latents_train, _ = vade.encode(x_train)
     latents_test, _ = vade.encode(x_test)
@@ -126,6 +136,7 @@ def run(
         epochs=epochs,
         batch_size=batch_size,
         learning_rate=finetune_learning_rate or learning_rate,
+        jit_compile=jit_compile,
     )
     latents_train, _ = vade.encode(x_train)
     latents_test, clusters_test = vade.encode(x_test)
@@ -144,11 +155,13 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--latent-dim", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    add_training_arguments(parser)
     args = parser.parse_args(argv)
+    options = TrainingOptions.from_args(args).apply()
     sizes = {"pretrain_epochs": args.pretrain_epochs, "epochs": args.epochs}
     if args.smoke:
         sizes = {"pretrain_epochs": 2, "epochs": 2, "train_limit": 256, "hidden_units": (32,)}
-    results = run(latent_dim=args.latent_dim, seed=args.seed, **sizes)
+    results = run(latent_dim=args.latent_dim, seed=args.seed, **sizes, **options.compile_kwargs())
     print("| VaDE on mmdigits images (test split, K=10) | value |")
     print("|---|---|")
     for name, value in results.items():

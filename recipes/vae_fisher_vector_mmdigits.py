@@ -40,6 +40,7 @@ from mmrep.data import load_mmdigits
 from mmrep.heads import FisherVector, GaussianMixturePrior, VAEHead
 from mmrep.losses import BernoulliNLL
 from mmrep.metrics import linear_probe_accuracy
+from mmrep.training import TrainingOptions, add_training_arguments
 
 GRID = 8  # patches per side: 32x32 images, two stride-2 convolutions
 
@@ -104,9 +105,13 @@ def predict(model, images, key, batch_size=256, training=False):
     return np.concatenate([ops.convert_to_numpy(p) for p in parts])
 
 
-def train(model, images, epochs, learning_rate=1e-3):
+def train(model, images, epochs, learning_rate=1e-3, jit_compile=False):
     """Fits the ELBO: the pixels' Bernoulli NLL (a compiled loss) plus the head's KL."""
-    model.compile(keras.optimizers.Adam(learning_rate), loss={"logits": BernoulliNLL()})
+    model.compile(
+        keras.optimizers.Adam(learning_rate),
+        loss={"logits": BernoulliNLL()},
+        jit_compile=jit_compile,
+    )
     model.fit(
         images, {"logits": images.reshape(len(images), -1)}, batch_size=64, epochs=epochs, verbose=2
     )
@@ -127,7 +132,10 @@ def main(argv=None):
     parser.add_argument("--finetune-learning-rate", type=float, default=3e-4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, for a quick check")
+    add_training_arguments(parser)
     args = parser.parse_args(argv)
+    options = TrainingOptions.from_args(args).apply()
+    jit_compile = options.jit_compile
     limit = 128 if args.smoke else None
     epochs, finetune = (1, 1) if args.smoke else (args.epochs, args.finetune_epochs)
     k = 4 if args.smoke else args.components
@@ -140,7 +148,7 @@ def main(argv=None):
     keras.utils.set_random_seed(args.seed)
     start = time.perf_counter()
     plain = PatchVAE(args.latent_dim, seed=args.seed)
-    train(plain, train_x, epochs)
+    train(plain, train_x, epochs, jit_compile=jit_compile)
     plain_seconds = time.perf_counter() - start
     plain_codes = [predict(plain, x, "codes") for x in (train_x, test_x)]
     two_stage = FisherVector(k, improved=True)
@@ -161,7 +169,7 @@ def main(argv=None):
     for name in ("mean_layer", "log_var_layer"):
         getattr(joint.head, name).set_weights(getattr(plain.head, name).get_weights())
     joint.prior.set_gmm(*(two_stage_fit.weights, two_stage_fit.means, two_stage_fit.variances))
-    train(joint, train_x, finetune, learning_rate=args.finetune_learning_rate)
+    train(joint, train_x, finetune, args.finetune_learning_rate, jit_compile)
     joint_seconds = plain_seconds + time.perf_counter() - start
 
     rows = [

@@ -20,9 +20,20 @@ def test_there_are_recipes():
 
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_recipe_runs_at_smoke_size(recipe, tmp_path):
+    _run_smoke(recipe, tmp_path)
+
+
+# Every recipe takes `--precision` and `--jit-compile` (mmrep.training.options); two of
+# them, one with a custom `compute_loss` (the MVAE), run with both flags here.
+@pytest.mark.parametrize("recipe", ["image_vae.py", "mvae_mmdigits.py"])
+def test_recipe_runs_in_mixed_bfloat16_with_xla(recipe, tmp_path):
+    _run_smoke(recipe, tmp_path, "--precision", "mixed_bfloat16", "--jit-compile")
+
+
+def _run_smoke(recipe, tmp_path, *flags):
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
     result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "recipes", recipe), "--smoke"],
+        [sys.executable, os.path.join(ROOT, "recipes", recipe), "--smoke", *flags],
         cwd=tmp_path,
         env=env,
         capture_output=True,
