@@ -20,6 +20,7 @@ from tests.fusion.bilinear_cases import BILINEAR_CASES
 from tests.fusion.contrastive_model_cases import CONTRASTIVE_MODEL_CASES
 from tests.fusion.coordinated_cases import COORDINATED_CASES
 from tests.harness import LayerCase
+from tests.heads.ebm_gan_cases import EBM_GAN_CASES
 from tests.heads.fisher_cases import FISHER_CASES
 from tests.heads.mixture_prior_cases import MIXTURE_PRIOR_CASES
 from tests.heads.mvae_cases import MVAE_CASES
@@ -97,4 +98,5 @@ REGISTRY = [
     *NETVLAD_CASES,
     *MIXTURE_PRIOR_CASES,
     *MVAE_CASES,
+    *EBM_GAN_CASES,
 ]
