@@ -20,6 +20,7 @@ from tests.fusion.bilinear_cases import BILINEAR_CASES
 from tests.fusion.contrastive_model_cases import CONTRASTIVE_MODEL_CASES
 from tests.fusion.coordinated_cases import COORDINATED_CASES
 from tests.harness import LayerCase
+from tests.heads.afv_cases import AFV_CASES
 from tests.heads.ebm_gan_cases import EBM_GAN_CASES
 from tests.heads.fisher_cases import FISHER_CASES
 from tests.heads.mixture_prior_cases import MIXTURE_PRIOR_CASES
@@ -99,4 +100,5 @@ REGISTRY = [
     *MIXTURE_PRIOR_CASES,
     *MVAE_CASES,
     *EBM_GAN_CASES,
+    *AFV_CASES,
 ]

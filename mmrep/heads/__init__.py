@@ -24,10 +24,10 @@ _EXPORTS = {
     "EBMGAN": "ebm_gan",
     "dcgan_generator": "gan_networks",
     "dcgan_discriminator": "gan_networks",
-    "per_example_gradients": "per_example_gradients",
+    "per_example_gradients": "example_gradients",
     "AdversarialFisherVector": "adversarial_fisher_vector",
-    "fisher_distance": "fisher_distance",
-    "fisher_similarity": "fisher_distance",
+    "fisher_distance": "fisher_set_distance",
+    "fisher_similarity": "fisher_set_distance",
     "FisherSimilarityCallback": "fisher_similarity_callback",
 }
 
