@@ -102,6 +102,10 @@ class ContrastiveModel(keras.Model):
         self.embedding_model = embedding_model
         self.contrastive_loss = contrastive_loss
         self._check_outputs()
+        # A built embedding model (a functional one always is) holds every weight this model
+        # has, so the model is built too: callbacks that restore weights at the start of
+        # `fit` (BackupAndRestore) find them before the first batch.
+        self.built = embedding_model.built
 
     def _output_keys(self):
         """The sorted keys of the embedding model's output dict, or `None` if unknown."""
