@@ -13,6 +13,8 @@ import importlib
 _EXPORTS = {
     "select_strategy": "strategy",
     "is_chief": "strategy",
+    "read_tf_config": "strategy",
+    "KerasMultiWorkerMirroredStrategy": "strategy",
     "distribute_dataset": "datasets",
     "per_replica_batch_size": "datasets",
     "epoch_shuffled": "epoch_shuffle",
