@@ -57,7 +57,10 @@ def dcgan_generator(
     each further width a `Conv2DTranspose` (kernel 4, stride 2) with `BatchNormalization`
     and ReLU, and a last `Conv2DTranspose` (kernel 4, stride 2) to `C` channels followed by
     `output_activation`. The last activation runs in float32, so the images are float32
-    under a mixed-precision policy. Use `"tanh"` for data scaled to [-1, 1].
+    under a mixed-precision policy. Use `"tanh"` for data scaled to [-1, 1]. The batch
+    normalisation is synchronised (`synchronized=True`): under `tf.distribute` its batch
+    statistics are those of the global batch, so training on several replicas or workers
+    equals training on one device (per-replica statistics would not).
 
     Args:
         latent_dim: int. Size of the latent vector.
@@ -96,14 +99,14 @@ def dcgan_generator(
     # === Layers and functional model ===
     z = keras.Input((latent_dim,), name="latent")
     h = keras.layers.Dense(height // factor * (width // factor) * widths[0], name="project")(z)
-    h = keras.layers.BatchNormalization(name="project_bn")(h)
+    h = keras.layers.BatchNormalization(synchronized=True, name="project_bn")(h)
     h = keras.layers.ReLU(name="project_relu")(h)
     h = keras.layers.Reshape((height // factor, width // factor, widths[0]), name="reshape")(h)
     for i, units in enumerate(widths[1:]):
         h = keras.layers.Conv2DTranspose(
             units, 4, strides=2, padding="same", use_bias=False, name=f"block{i}_deconv"
         )(h)
-        h = keras.layers.BatchNormalization(name=f"block{i}_bn")(h)
+        h = keras.layers.BatchNormalization(synchronized=True, name=f"block{i}_bn")(h)
         h = keras.layers.ReLU(name=f"block{i}_relu")(h)
     h = keras.layers.Conv2DTranspose(channels, 4, strides=2, padding="same", name="to_image")(h)
     images = keras.layers.Activation(output_activation, dtype="float32", name="image")(h)
