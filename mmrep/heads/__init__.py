@@ -3,7 +3,7 @@ product of experts), Fisher-vector pooling (GMM Fisher vectors, NetVLAD family),
 energy-based GAN with its Adversarial Fisher Vectors.
 """
 
-import importlib
+from mmrep.lazy_exports import lazy_getattr
 
 # Public name -> module inside mmrep.heads.
 _EXPORTS = {
@@ -33,9 +33,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        module = importlib.import_module(f"{__name__}.{_EXPORTS[name]}")
-        return getattr(module, name)
-    raise AttributeError(f"module 'mmrep.heads' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

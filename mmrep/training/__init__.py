@@ -7,7 +7,7 @@ reads the environment, `distribute_dataset` shards input with per-replica batche
 compile arguments.
 """
 
-import importlib
+from mmrep.lazy_exports import lazy_getattr
 
 # Public name -> module inside mmrep.training.
 _EXPORTS = {
@@ -28,9 +28,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        module = importlib.import_module(f"{__name__}.{_EXPORTS[name]}")
-        return getattr(module, name)
-    raise AttributeError(f"module 'mmrep.training' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
