@@ -22,11 +22,11 @@ import numpy as np
 import tensorflow as tf
 from keras import ops, tree
 
+from mmrep.finite_inputs import checked_finite
 from mmrep.heads.afv_arguments import (
     check_arguments,
     check_discriminator_output,
     check_statistics,
-    checked_finite,
     declared_input_shapes,
     readable_shapes,
     resolve_parameters,

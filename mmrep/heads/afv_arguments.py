@@ -8,8 +8,7 @@ discriminator's (for any structure of inputs), and the refusal of NaN/Inf inputs
 
 import keras
 import numpy as np
-import tensorflow as tf
-from keras import ops, tree
+from keras import tree
 
 from mmrep.arguments import is_positive_int
 
@@ -200,20 +199,3 @@ def shapes_match(expected, got):
 def readable_shapes(shapes):
     """Shapes as plain tuples, for error messages."""
     return _map_shapes(tuple, shapes)
-
-
-def checked_finite(x, name):
-    """`x`, after refusing NaN/Inf: eagerly a ValueError naming the examples; in a graph
-    `tf.debugging.assert_all_finite` (an `InvalidArgumentError` when run; XLA drops it)."""
-    if not keras.backend.is_float_dtype(x.dtype):
-        return x
-    if tf.executing_eagerly():
-        values = ops.convert_to_numpy(x)
-        finite = np.isfinite(values).reshape(len(values), -1).all(axis=1)
-        if not finite.all():
-            raise ValueError(
-                f"{name}: expected finite inputs. Received NaN or Inf in example(s) "
-                f"{np.flatnonzero(~finite).tolist()}"
-            )
-        return x
-    return tf.debugging.assert_all_finite(x, f"{name}: NaN or Inf input")

@@ -22,6 +22,7 @@ from keras import ops
 
 from mmrep.arguments import is_positive_int
 from mmrep.encoders.pooling import as_bool_mask
+from mmrep.finite_inputs import checked_finite
 from mmrep.heads import gmm_em
 from mmrep.heads.mixture import (
     add_mixture_weights,
@@ -298,20 +299,6 @@ class FisherVector(keras.layers.Layer):
             )
         return as_bool_mask(mask)
 
-    def _check_finite(self, x):
-        """Refuses non-finite real descriptors (`x` holds zeros at padded positions)."""
-        if tf.executing_eagerly():
-            finite = np.isfinite(ops.convert_to_numpy(x)).all(axis=(1, 2))
-            if not finite.all():
-                raise ValueError(
-                    f"{self.name}: expected finite descriptors. Received NaN or Inf among the "
-                    f"real (unmasked) descriptors of example(s) {np.flatnonzero(~finite).tolist()}"
-                )
-            return x
-        return tf.debugging.assert_all_finite(
-            x, f"{self.name}: NaN or Inf among the real (unmasked) descriptors"
-        )
-
     def call(self, inputs, mask=None, mixture=None):
         if not keras.backend.is_float_dtype(inputs.dtype):
             raise TypeError(
@@ -325,7 +312,7 @@ class FisherVector(keras.layers.Layer):
             # Padded rows become zeros before any arithmetic, so that NaN there cannot reach
             # the gradients through the untaken branch of a later `where`.
             x = ops.where(valid[..., None], x, ops.zeros_like(x))
-        x = self._check_finite(x)
+        x = checked_finite(x, self.name, "real (unmasked) descriptors")
         weights, means, variances = (params[k] for k in _MIXTURE_KEYS)
         centre = ops.stop_gradient(ops.sum(weights[:, None] * means, axis=0))
         x = x - centre
