@@ -12,8 +12,8 @@ a batch needs one gradient per example, not the usual sum. Two ways give the sam
   at its best chunk size (2) it reached 0.7x the speed of `vectorized_map`, at 16 0.25x.
   Chunks of `batch_size` examples go through a `tf.while_loop`, so the memory of the
   intermediates is bounded by the chunk, not the batch. `pfor` has no batched rule for a
-  convolution's per-example kernel gradient and runs those in an inner loop (its log
-  calls this a TODO), which keeps the speed-up over a loop of compiled per-example
+  convolution's per-example kernel gradient and runs those in an inner loop (it logs
+  a request to fix that), which keeps the speed-up over a loop of compiled per-example
   gradients at about 2x on CPU (tests/benchmarks/bench_afv.py).
 - `method="loop"`: one `GradientTape.gradient` per example in a `tf.while_loop` (a Python
   loop when eager). The reference, and the benchmark's baseline.
@@ -144,8 +144,8 @@ def per_example_gradients(fn, variables, inputs, batch_size=None, method="vector
 
 
 class _PforTodoFilter(logging.Filter):
-    """Drops pfor's "Conv2DBackpropFilter uses a while_loop. Fix that!" (a TensorFlow
-    TODO logged at every trace of a convolution's per-example weight gradient; it asks
+    """Drops pfor's "Conv2DBackpropFilter uses a while_loop. Fix that!" (TensorFlow's
+    own note to its developers, logged at every trace of a convolution's per-example weight gradient; it asks
     nothing of the caller, and the measured speed-up over a loop includes it)."""
 
     def filter(self, record):
