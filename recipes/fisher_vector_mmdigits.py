@@ -60,18 +60,23 @@ def feature_maps(encoder, images):
     return maps.reshape(maps.shape[0], -1, maps.shape[-1])
 
 
-def train_backbone(train_images, train_labels, epochs, seed, jit_compile=False):
-    keras.utils.set_random_seed(seed)
-    encoder = ImageEncoder("small_cnn", image_size=32, pooling=None)
-    images = keras.Input((32, 32, 3), dtype="uint8")
-    pooled = keras.layers.GlobalAveragePooling2D()(encoder(images))
-    model = keras.Model(images, keras.layers.Dense(10)(pooled))
+def compile_classifier(model, jit_compile):
+    """Adam (1e-3) on the softmax cross-entropy of the 10 digit logits, with accuracy."""
     model.compile(
         keras.optimizers.Adam(1e-3),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
         jit_compile=jit_compile,
     )
+
+
+def train_backbone(train_images, train_labels, epochs, seed, jit_compile=False):
+    keras.utils.set_random_seed(seed)
+    encoder = ImageEncoder("small_cnn", image_size=32, pooling=None)
+    images = keras.Input((32, 32, 3), dtype="uint8")
+    pooled = keras.layers.GlobalAveragePooling2D()(encoder(images))
+    model = keras.Model(images, keras.layers.Dense(10)(pooled))
+    compile_classifier(model, jit_compile)
     model.fit(train_images, train_labels, batch_size=64, epochs=epochs, verbose=2)
     return encoder
 
@@ -90,12 +95,7 @@ def end_to_end(fit, train, test, k, epochs, seed, jit_compile=False):
     sets = keras.Input(train_x.shape[1:])
     encoded = FisherVector(k, improved=True, trainable_gmm=True, gmm=gmm)(sets)
     model = keras.Model(sets, keras.layers.Dense(10)(encoded))
-    model.compile(
-        keras.optimizers.Adam(1e-3),
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-        jit_compile=jit_compile,
-    )
+    compile_classifier(model, jit_compile)
     model.fit(train_x, train_y, batch_size=64, epochs=epochs, verbose=0)
     return model.evaluate(test_x, test_y, verbose=0)[1]
 
