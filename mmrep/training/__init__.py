@@ -23,7 +23,7 @@ _EXPORTS = {
     "EpochShuffled": "epoch_shuffle",
     "EpochCallback": "epoch_shuffle",
     "TrainingOptions": "options",
-    "add_training_arguments": "options",
+    "add_training_arguments": "option_arguments",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -9,7 +9,8 @@ import keras
 import numpy as np
 import pytest
 
-from mmrep.training.options import PRECISIONS, TrainingOptions, add_training_arguments
+from mmrep.training.option_arguments import PRECISIONS, add_training_arguments
+from mmrep.training.options import TrainingOptions
 
 
 def _parser():
