@@ -1,0 +1,71 @@
+"""Run folders: names, atomic replacement, lookup errors; the cheap `mmrep.job` import."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from mmrep.job import DEFAULT_FUSION, FUSIONS, HEADS, default_run_name
+from mmrep.job import run_folder as rf
+
+
+def test_names_and_choices():
+    assert FUSIONS == ("concat", "bilinear", "autoencoder", "coordinated")
+    assert HEADS == ("vae", "fisher")
+    assert DEFAULT_FUSION in FUSIONS
+    assert default_run_name("bilinear") == "mmdigits_bilinear"
+    assert default_run_name("concat", "vae") == "mmdigits_concat_vae"
+    with pytest.raises(ValueError, match=r"`head`.*'vae', 'fisher' or None.*head='pca'"):
+        default_run_name("concat", "pca")
+
+
+def test_importing_the_job_package_does_not_start_tensorflow():
+    code = (
+        "import sys, mmrep.job as j; j.FUSIONS, j.DEFAULT_FUSION;"
+        "print('tensorflow' in sys.modules, 'keras' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_a_run_folder_is_written_aside_and_replaces_the_old_one(tmp_path, capsys):
+    runs = str(tmp_path / "runs")
+    first = rf.new_run_folder(runs, "r")
+    rf.write_json(first, rf.CONFIG_FILE, {"n": 1})
+    assert os.path.basename(first).startswith(".r.tmp-")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(first).st_mode & 0o777 == 0o777 & ~umask
+    folder = rf.commit_run_folder(first, runs, "r")
+    assert folder == os.path.join(runs, "r") and capsys.readouterr().out == ""
+    second = rf.new_run_folder(runs, "r")
+    rf.write_json(second, rf.CONFIG_FILE, {"n": 2})
+    rf.commit_run_folder(second, runs, "r")
+    assert f"Replacing the existing run folder {folder}" in capsys.readouterr().out
+    assert rf.read_json(folder, rf.CONFIG_FILE) == {"n": 2}
+    assert os.listdir(runs) == ["r"]
+    for bad in ("", "..", "a/b"):
+        with pytest.raises(ValueError, match="folder name"):
+            rf.new_run_folder(runs, bad)
+
+
+def test_lookup_errors_name_the_folder_and_its_contents(tmp_path):
+    runs = tmp_path / "runs"
+    with pytest.raises(rf.RunNotFoundError, match=r"'.*runs' does not exist"):
+        rf.resolve_run("x", runs)
+    (runs / "a").mkdir(parents=True)
+    (runs / "a" / "metrics.json").write_text("{")
+    with pytest.raises(FileNotFoundError, match=r"holds: a"):
+        rf.resolve_run("b", runs)
+    with pytest.raises(rf.RunError, match=r"no model\.keras \(it holds: metrics\.json\)"):
+        rf.resolve_run("a", runs)
+    (runs / "a" / "model.keras").write_text("")
+    assert rf.resolve_run("a", runs) == str(runs / "a")
+    assert rf.resolve_run(str(runs / "a"), "elsewhere") == str(runs / "a")
+    with pytest.raises(rf.RunError, match="not a readable JSON file"):
+        rf.read_json(str(runs / "a"), "metrics.json")
+    assert rf.read_json(str(runs / "a"), "history.json", required=False) is None
+    with pytest.raises(rf.RunNotFoundError, match=r"history\.json' is missing"):
+        rf.read_json(str(runs / "a"), "history.json")
+    assert issubclass(rf.RunError, ValueError)
