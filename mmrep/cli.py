@@ -1,7 +1,10 @@
-"""The `mmrep` command.
+"""The `mmrep` command: `train`, `evaluate`, `export`, `embed` and `demo`.
 
 Parsing happens before TensorFlow is imported, so `mmrep --help` and `mmrep --version`
-answer at once; a subcommand imports what it needs when it runs.
+answer at once; a subcommand imports what it needs when it runs. Errors the user can fix
+(a missing run or model, a manifest that does not match the model, an output that exists)
+end the command with `mmrep <command>: error: <message>` and exit status 2, without a
+traceback.
 """
 
 import argparse
@@ -9,6 +12,140 @@ import os
 import sys
 
 from mmrep import __version__
+from mmrep.job.names import DEFAULT_FUSION, FUSIONS, HEADS
+from mmrep.training.option_arguments import add_training_arguments
+
+
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _add_train(commands):
+    train = commands.add_parser(
+        "train",
+        help="the main job: train a four-modality model on mmdigits, evaluate it, export it",
+        description=(
+            "Trains small image, text (BERT), audio (VGGish) and video encoders joined by the "
+            "chosen fusion on mmdigits, the embedded data set, with random modality dropout. "
+            "Writes runs/NAME/ (model.keras, metrics.json with linear-probe, retrieval and "
+            "missing-modality results on the test split, PNG plots) and exports a SavedModel "
+            "to saved_models/NAME/VERSION/ for TF Serving. With no arguments it runs the "
+            "default job; downloads nothing."
+        ),
+    )
+    train.add_argument(
+        "--fusion",
+        choices=FUSIONS,
+        default=DEFAULT_FUSION,
+        help=f"how the modalities are fused (default: {DEFAULT_FUSION}, the best on mmdigits)",
+    )
+    train.add_argument("--head", choices=HEADS, help="an optional head on the fused embedding")
+    train.add_argument("--epochs", type=_positive_int, help="training epochs (default: the job's)")
+    train.add_argument("--batch-size", type=_positive_int, default=64, help="(default: 64)")
+    train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    train.add_argument("--name", help="run name (default: mmdigits_FUSION[_HEAD])")
+    _add_runs_dir(train)
+    _add_export_dir(train)
+    train.add_argument(
+        "--no-export", action="store_true", help="do not export a SavedModel after training"
+    )
+    add_training_arguments(train)
+
+
+def _add_runs_dir(parser):
+    parser.add_argument(
+        "--runs-dir", default="runs", help="folder holding the run folders (default: runs)"
+    )
+
+
+def _add_export_dir(parser):
+    parser.add_argument(
+        "--export-dir",
+        default="saved_models",
+        help="folder holding exported models, one TF Serving base folder per run "
+        "(default: saved_models)",
+    )
+
+
+def _add_evaluate_and_export(commands):
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="recompute a run's metrics and plots from its saved model",
+        description="Reloads RUN/model.keras, recomputes metrics.json and the plots.",
+    )
+    evaluate.add_argument("run", metavar="RUN", help="a run folder, or a run name in --runs-dir")
+    _add_runs_dir(evaluate)
+
+    export = commands.add_parser(
+        "export",
+        help="export a run's model as a SavedModel for serving",
+        description=(
+            "Exports RUN/model.keras to EXPORT_DIR/NAME/VERSION/ (the TF Serving layout) with "
+            "a serving_default signature and one embedding signature per modality. The write "
+            "is atomic; an existing version is kept unless --overwrite is given."
+        ),
+    )
+    export.add_argument("run", metavar="RUN", help="a run folder, or a run name in --runs-dir")
+    _add_runs_dir(export)
+    _add_export_dir(export)
+    export.add_argument(
+        "--version",
+        type=_positive_int,
+        help="version number (default: one more than the largest there)",
+    )
+    export.add_argument("--overwrite", action="store_true", help="replace the version if it exists")
+
+
+def _add_embed(commands):
+    embed = commands.add_parser(
+        "embed",
+        help="embed the rows of a manifest with an exported model",
+        description=(
+            "Reads a CSV or JSON Lines manifest of image/text/audio/video files (empty cells "
+            "are missing modalities), runs an exported SavedModel on it and writes its "
+            "outputs: .npy (the embedding), .npz (every output, and the labels) or .parquet "
+            "(one row per manifest row; needs pyarrow)."
+        ),
+    )
+    embed.add_argument(
+        "--model",
+        required=True,
+        metavar="PATH",
+        help="a SavedModel version folder, or a TF Serving base folder (latest version)",
+    )
+    embed.add_argument("--manifest", required=True, metavar="FILE", help=".csv or .jsonl")
+    embed.add_argument(
+        "--output", required=True, metavar="FILE", help=".npy, .npz or .parquet (must not exist)"
+    )
+    embed.add_argument("--batch-size", type=_positive_int, default=64, help="(default: 64)")
+    embed.add_argument(
+        "--signature",
+        default="serving_default",
+        help="the signature to run (default: serving_default)",
+    )
+
+
+def _add_demo(commands):
+    demo = commands.add_parser(
+        "demo",
+        help="a one-minute fusion demo with missing modalities on mmdigits",
+        description=(
+            "Trains small image, text, audio and video encoders joined by ConcatFusion on "
+            "mmdigits (the embedded data set) with random modality dropout, then reports "
+            "test accuracy with every modality, with each one missing, and with each one "
+            "alone. About a minute on two CPU cores; downloads nothing."
+        ),
+    )
+    demo.add_argument("--epochs", type=_positive_int, default=12, help="(default: 12)")
+    demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    demo.add_argument(
+        "--save",
+        metavar="PATH",
+        help="also save the trained model as a .keras file and check that it reloads",
+    )
 
 
 def _parser():
@@ -18,25 +155,66 @@ def _parser():
     )
     parser.add_argument("--version", action="version", version=f"mmrep {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    demo = commands.add_parser(
-        "demo",
-        help="train a four-modality fusion model on the embedded mmdigits data",
-        description=(
-            "Trains small image, text, audio and video encoders joined by ConcatFusion on "
-            "mmdigits (the embedded data set) with random modality dropout, then reports "
-            "test accuracy with every modality, with each one missing, and with each one "
-            "alone. About a minute on two CPU cores; downloads nothing."
-        ),
-    )
-    demo.add_argument("--epochs", type=int, default=12, help="training epochs (default: 12)")
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    demo.add_argument(
-        "--save",
-        metavar="PATH",
-        help="also save the trained model as a .keras file and check that it reloads",
-    )
+    _add_train(commands)
+    _add_evaluate_and_export(commands)
+    _add_embed(commands)
+    _add_demo(commands)
     return parser
+
+
+def _run(args):
+    if args.command == "train":
+        from mmrep.job import train_run
+        from mmrep.training import TrainingOptions
+
+        train_run(
+            fusion=args.fusion,
+            head=args.head,
+            epochs=args.epochs,
+            seed=args.seed,
+            name=args.name,
+            runs_dir=args.runs_dir,
+            export_dir=args.export_dir,
+            export=not args.no_export,
+            batch_size=args.batch_size,
+            options=TrainingOptions.from_args(args),
+        )
+    elif args.command == "evaluate":
+        from mmrep.job import evaluate_run
+
+        evaluate_run(args.run, runs_dir=args.runs_dir)
+    elif args.command == "export":
+        from mmrep.job import export_run
+
+        export_run(
+            args.run,
+            runs_dir=args.runs_dir,
+            export_dir=args.export_dir,
+            version=args.version,
+            overwrite=args.overwrite,
+        )
+    elif args.command == "embed":
+        from mmrep.export import embed_manifest
+
+        embed_manifest(
+            args.model,
+            args.manifest,
+            args.output,
+            batch_size=args.batch_size,
+            signature=args.signature,
+        )
+    elif args.command == "demo":
+        from mmrep.demo import run_demo
+
+        run_demo(epochs=args.epochs, seed=args.seed, save=args.save)
+
+
+def _user_errors():
+    """The exception types that mean bad input from the user, not a bug."""
+    from mmrep.export import ServingError
+    from mmrep.job import RunError
+
+    return (ServingError, RunError, FileNotFoundError, FileExistsError)
 
 
 def main(argv=None):
@@ -47,12 +225,10 @@ def main(argv=None):
         return 0
     # TensorFlow's C++ start-up chatter (oneDNN, CUDA probing) hides the command's own output.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if args.command == "demo":
-        if args.epochs < 1:
-            parser.error(f"--epochs must be at least 1, got {args.epochs}")
-        from mmrep.demo import run_demo
-
-        run_demo(epochs=args.epochs, seed=args.seed, save=args.save)
+    try:
+        _run(args)
+    except _user_errors() as error:
+        parser.exit(2, f"mmrep {args.command}: error: {error}\n")
     return 0
 
 

@@ -1,7 +1,8 @@
 """The built-in demo: four-modality fusion with missing modalities on mmdigits.
 
-Stands in for the main job until the pretrained encoders land: it needs no files beyond
-the package and no network, and runs in about a minute on two CPU cores. Each modality of
+A one-minute sibling of the main job (`mmrep train`, `mmrep.job`), with lighter encoders
+of its own and no run folder or export: it needs no files beyond the package and no
+network, and runs in about a minute on two CPU cores. Each modality of
 mmdigits gets a small encoder trained from scratch (a CNN for images, a bag of caption
 tokens for text, a log-mel CNN for audio, a per-frame CNN averaged over time for video);
 `ConcatFusion` joins them, and a linear layer classifies the digit. Training drops each
@@ -9,15 +10,16 @@ modality with probability 0.5 (keeping at least one), so the model learns every 
 the test split is then scored with every modality present, with each one missing, and
 with each one alone. A missing modality's input is filled with junk that would mislead
 if read (NaN audio, noise pixels, a caption naming the wrong digit); the presence mask
-keeps it out of the computation.
+keeps it out of the computation. The dropout and the junk are the main job's
+(`mmrep.job.data`).
 """
 
 import numpy as np
 
 from mmrep.data.mmdigits import MODALITIES, load_mmdigits
+from mmrep.job.data import DROP_RATE, junk_like, with_modality_dropout
 
 NUM_CLASSES = 10
-DROP_RATE = 0.5
 
 
 def _encoders(captions):
@@ -93,37 +95,6 @@ def build_model(captions):
     return model
 
 
-def _with_modality_dropout(dataset, seed):
-    """Adds a random presence mask per example (each modality dropped with DROP_RATE)."""
-    import tensorflow as tf
-
-    def drop(example, example_seed):
-        keep = (
-            tf.random.stateless_uniform((len(MODALITIES),), tf.stack([example_seed, 0]))
-            >= DROP_RATE
-        )
-        # Never drop everything: an example with no modality teaches nothing.
-        fallback = tf.one_hot(example_seed % len(MODALITIES), len(MODALITIES)) > 0
-        keep = tf.where(tf.reduce_any(keep), keep, fallback)
-        return {**example, "presence": tf.cast(keep, tf.float32)}
-
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-    return tf.data.Dataset.zip(dataset, seeds).map(drop, num_parallel_calls=tf.data.AUTOTUNE)
-
-
-def _junk(modality, values):
-    """What an absent modality holds in the demo: values that would mislead if read.
-
-    NaN audio, noise images and videos, and a caption naming the wrong digit: the
-    presence mask must keep all of it out of the prediction.
-    """
-    if modality == "audio":
-        return np.full(values.shape, np.nan, "float32")
-    if modality == "text":
-        return np.full(values.shape, b"a handwritten nine", dtype=object)
-    return np.random.default_rng(0).integers(0, 256, values.shape, dtype=np.uint8)
-
-
 def _as_inputs(example):
     label = example.pop("label")
     return example, label
@@ -147,7 +118,7 @@ def run_demo(epochs=12, seed=0, save=None, batch_size=64):
         f"modalities {list(MODALITIES)}, modality dropout {DROP_RATE}"
     )
     batches = (
-        _with_modality_dropout(train.shuffle(2048, seed=seed), seed)
+        with_modality_dropout(train.shuffle(2048, seed=seed), seed)
         .map(_as_inputs)
         .batch(batch_size)
         .prefetch(tf.data.AUTOTUNE)
@@ -159,7 +130,9 @@ def run_demo(epochs=12, seed=0, save=None, batch_size=64):
     count = len(labels)
 
     def accuracy(present):
-        features = {m: v if m in present else _junk(m, v) for m, v in test.items()}
+        features = {
+            m: v if m in present else junk_like(m, v, nan_audio=True) for m, v in test.items()
+        }
         mask = np.array([[m in present for m in MODALITIES]] * count, "float32")
         feed = {**features, "text": tf.constant(features["text"].astype(bytes)), "presence": mask}
         probs = model.predict(feed, batch_size=256, verbose=0)

@@ -28,7 +28,7 @@ def test_help_does_not_start_tensorflow():
 def test_bad_epochs_is_refused(capsys):
     with pytest.raises(SystemExit):
         main(["demo", "--epochs", "0"])
-    assert "--epochs must be at least 1, got 0" in capsys.readouterr().err
+    assert "argument --epochs: must be at least 1, got 0" in capsys.readouterr().err
 
 
 def test_demo_learns_every_modality_and_ignores_absent_ones(tmp_path, capsys):
@@ -41,3 +41,45 @@ def test_demo_learns_every_modality_and_ignores_absent_ones(tmp_path, capsys):
     # Not only the captions: the image and audio encoders learn on their own too.
     assert results["image only"] > 0.6 and results["audio only"] > 0.6, results
     assert "identical predictions" in capsys.readouterr().out
+
+
+def test_train_evaluate_and_export_commands(tmp_path, capsys):
+    """`mmrep train` (the full-size job, one epoch) in a subprocess, then `mmrep export`
+    on its run and the commands' errors for a missing run."""
+    import json
+    import os
+
+    from mmrep.job import DEFAULT_FUSION
+
+    runs, exports = str(tmp_path / "runs"), str(tmp_path / "saved_models")
+    command = [sys.executable, "-m", "mmrep", "train", "--epochs", "1", "--name", "cli"]
+    command += ["--runs-dir", runs, "--export-dir", exports, "--no-export"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    # Keras' progress output: 1,258 training examples in batches of 64 are 20 steps.
+    assert "20/20" in done.stdout and "Test results (270 examples" in done.stdout
+    folder = os.path.join(runs, "cli")
+    assert f"Run folder: {folder}" in done.stdout
+    assert sorted(os.listdir(folder)) == [
+        "config.json",
+        "embedding_projection.png",
+        "history.json",
+        "metrics.json",
+        "model.keras",
+        "retrieval_examples.png",
+        "training_curves.png",
+    ]
+    config = json.load(open(os.path.join(folder, "config.json")))
+    assert (config["fusion"], config["head"], config["epochs"]) == (DEFAULT_FUSION, None, 1)
+    assert not os.path.exists(exports)
+
+    assert main(["export", "cli", "--runs-dir", runs, "--export-dir", exports]) == 0
+    assert os.path.isfile(os.path.join(exports, "cli", "1", "saved_model.pb"))
+    capsys.readouterr()
+    for command in ("evaluate", "export"):
+        with pytest.raises(SystemExit) as exit_info:
+            main([command, "missing", "--runs-dir", runs])
+        assert exit_info.value.code == 2
+        error = capsys.readouterr().err
+        assert error.startswith(f"mmrep {command}: error: no run 'missing'"), error
+        assert "holds: cli" in error
