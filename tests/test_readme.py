@@ -26,4 +26,4 @@ def test_exactly_two_setup_commands():
     setup = README.split("## Set up on a fresh machine", 1)[1].split("\n## ", 1)[0]
     commands = re.findall(r"```bash\n(.*?)```", setup, flags=re.S)
     assert len(commands) == 2
-    assert "mmrep demo" in commands[0] and "pytest" in commands[1]
+    assert "mmrep train" in commands[0] and "pytest" in commands[1]

@@ -152,6 +152,8 @@ def serving_process():
 def _latency(batch, size):
     import tensorflow as tf
 
+    from mmrep.job.names import DEFAULT_FUSION
+
     process, model, inputs = serving_process()
     batch = batch if size == "full" else min(batch, 4)
     feed = {k: tf.constant(v[:batch]) for k, v in inputs.items()}
@@ -161,7 +163,8 @@ def _latency(batch, size):
         reference=lambda: model.predict_on_batch(feed),
         reference_name="Keras predict_on_batch of the same model, in this process",
         work=(
-            f"main-job model (concat), serving_default in a TensorFlow-only child process, "
+            f"main-job model ({DEFAULT_FUSION}), serving_default in a TensorFlow-only child "
+            f"process, "
             f"batch {batch} (image, caption, 1 s audio, 16x32x32 video)"
         ),
         items=batch,
