@@ -27,6 +27,7 @@ from tests.heads.mixture_prior_cases import MIXTURE_PRIOR_CASES
 from tests.heads.mvae_cases import MVAE_CASES
 from tests.heads.netvlad_cases import NETVLAD_CASES
 from tests.heads.vae_cases import VAE_CASES
+from tests.job.cases import JOB_CASES
 
 
 def _features(batch=4, **dims):
@@ -101,4 +102,5 @@ REGISTRY = [
     *MVAE_CASES,
     *EBM_GAN_CASES,
     *AFV_CASES,
+    *JOB_CASES,
 ]
