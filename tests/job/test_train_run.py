@@ -168,7 +168,7 @@ def test_missing_runs_are_clear_errors(run, tmp_path):
 def test_training_options_apply_to_the_run_only(tmp_path):
     options = TrainingOptions("mixed_bfloat16", jit_compile=True)
     folder = train_run(
-        "bilinear",
+        "concat",
         "vae",
         epochs=1,
         runs_dir=str(tmp_path),
@@ -182,7 +182,7 @@ def test_training_options_apply_to_the_run_only(tmp_path):
     )
     config = json.load(open(os.path.join(folder, rf.CONFIG_FILE)))
     assert (config["precision"], config["jit_compile"]) == ("mixed_bfloat16", True)
-    assert (config["head"], os.path.basename(folder)) == ("vae", "mmdigits_bilinear_vae")
+    assert (config["head"], os.path.basename(folder)) == ("vae", "mmdigits_concat_vae")
     assert keras.config.dtype_policy().name == "float32"
     reloaded = keras.models.load_model(os.path.join(folder, rf.MODEL_FILE))
     assert reloaded.get_layer("joint").dtype_policy.name == "mixed_bfloat16"
