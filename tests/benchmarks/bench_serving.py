@@ -30,20 +30,15 @@ import weakref
 import numpy as np
 
 from tests.benchmarks.runner import Comparison, benchmark
+from tests.export.fresh_process import REFUSE_MMREP, serving_environment
 
 MODALITIES = ("image", "text", "audio", "video")
 SIZES = {"full": {"rows": 128}, "smoke": {"rows": 8}}
 
-SERVER = r"""
-import importlib.abc, json, sys, time
-
-class RefuseMmrep(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name == "mmrep" or name.startswith("mmrep."):
-            raise ImportError(f"the serving process must not import {name}")
-        return None
-
-sys.meta_path.insert(0, RefuseMmrep())
+SERVER = (
+    REFUSE_MMREP
+    + r"""
+import json, time
 import numpy as np
 import tensorflow as tf
 
@@ -70,6 +65,7 @@ for line in sys.stdin:
         print(json.dumps(latencies[batch]), flush=True)
         latencies[batch] = []
 """
+)
 
 
 @functools.cache
@@ -106,14 +102,12 @@ class ServingProcess:
         arrays = {k: v.astype(bytes) if v.dtype == object else v for k, v in inputs.items()}
         path = os.path.join(workdir, "serving_inputs.npz")
         np.savez(path, **arrays)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-        env["TF_CPP_MIN_LOG_LEVEL"] = "2"
         self._process = subprocess.Popen(
             [sys.executable, "-I", "-c", SERVER],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             cwd=workdir,
-            env=env,
+            env=serving_environment(),
             text=True,
         )
         weakref.finalize(self, _close, self._process)

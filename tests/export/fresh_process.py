@@ -14,8 +14,10 @@ import sys
 
 import numpy as np
 
-CHILD = r"""
-import importlib.abc, json, sys
+# The first lines of every serving child (here and in tests/benchmarks/bench_serving.py):
+# an import hook that makes any import of mmrep fail.
+REFUSE_MMREP = r"""
+import importlib.abc, sys
 
 class RefuseMmrep(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
@@ -24,6 +26,12 @@ class RefuseMmrep(importlib.abc.MetaPathFinder):
         return None
 
 sys.meta_path.insert(0, RefuseMmrep())
+"""
+
+CHILD = (
+    REFUSE_MMREP
+    + r"""
+import json
 import numpy as np
 import tensorflow as tf
 
@@ -61,6 +69,7 @@ json.dump(
     open(request["description"], "w"),
 )
 """
+)
 
 
 def run_signatures(model_folder, calls, workdir, timeout=240):
@@ -103,12 +112,10 @@ def run_signatures(model_folder, calls, workdir, timeout=240):
     request_file = os.path.join(workdir, "request.json")
     with open(request_file, "w") as f:
         json.dump(request, f)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     result = subprocess.run(
         [sys.executable, "-I", "-c", CHILD, request_file],
         cwd=workdir,
-        env=env,
+        env=serving_environment(),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -123,3 +130,10 @@ def run_signatures(model_folder, calls, workdir, timeout=240):
     with open(request["description"]) as f:
         info = json.load(f)
     return outputs, info
+
+
+def serving_environment():
+    """This process's environment without PYTHON* variables, TensorFlow's C++ logs quieted."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    return env
