@@ -13,9 +13,6 @@ from mmrep.export import embed_inputs, embed_outputs
 from mmrep.export.errors import ServingError
 from mmrep.export.versions import resolve_saved_model
 
-# ITU-R BT.601 luma, as `mmrep.preprocessing.decode_image(channels=1)` converts.
-_LUMA = (0.299, 0.587, 0.114)
-
 
 def embed_manifest(
     model,
@@ -168,13 +165,14 @@ def embed_manifest(
 
 def _feed(batch, plan, tf):
     """The signature's keyword arguments from a batch of `from_manifest` examples."""
+    from mmrep.preprocessing.image_io import rgb_to_luma
+
     feed = {}
     for name in plan.kinds:
         spec = plan.specs[name]
         value = batch[name]
         if plan.kinds[name] in ("image", "video") and spec.shape[-1] == 1:
-            luma = tf.tensordot(tf.cast(value, tf.float32), tf.constant(_LUMA), axes=1)
-            value = tf.cast(tf.clip_by_value(tf.round(luma), 0.0, 255.0), tf.uint8)[..., None]
+            value = rgb_to_luma(value)  # as decode_image(channels=1) converts
         feed[name] = tf.cast(value, spec.dtype) if value.dtype != spec.dtype else value
     if plan.presence is not None:
         feed[plan.presence] = tf.cast(batch["presence"], plan.specs[plan.presence].dtype)

@@ -80,11 +80,23 @@ def decode_image(data, size=None, channels=3):
     except tf.errors.InvalidArgumentError as error:
         raise ImageDecodeError(f"Could not decode image: {_reason(error)}") from None
     if channels == 1:
-        luma = tf.tensordot(tf.cast(image, tf.float32), tf.constant(_LUMA), axes=1)
-        image = tf.cast(tf.clip_by_value(tf.round(luma), 0.0, 255.0), tf.uint8)[..., None]
+        image = rgb_to_luma(image)
     if size is not None:
         image = resize_image(image, size)
     return image
+
+
+def rgb_to_luma(images):
+    """uint8 RGB `[..., 3]` to uint8 BT.601 luma `[..., 1]`, rounded (PIL's `convert("L")`).
+
+    Args:
+        images: uint8 tensor with 3 channels last, any leading shape.
+
+    Returns:
+        A uint8 tensor of the same shape with 1 channel last.
+    """
+    luma = tf.tensordot(tf.cast(images, tf.float32), tf.constant(_LUMA), axes=1)
+    return tf.cast(tf.clip_by_value(tf.round(luma), 0.0, 255.0), tf.uint8)[..., None]
 
 
 def load_image(path, size=None, channels=3):

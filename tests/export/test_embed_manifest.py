@@ -236,3 +236,21 @@ def test_parquet_without_pyarrow_says_what_to_install(text_model, tmp_path, monk
         embed_manifest(folder, str(manifest), str(tmp_path / "e.parquet"), verbose=False)
     assert isinstance(error.value, ServingError)  # the mmrep command reports it as an error
     assert not os.path.exists(tmp_path / "e.parquet")
+
+
+def test_grey_image_models_receive_bt601_luma_of_colour_files(tmp_path):
+    """A one-channel image input is fed the rounded BT.601 luma of the file's RGB pixels."""
+    pixels = np.random.default_rng(5).integers(0, 256, (2, 32, 32, 3), dtype="uint8")
+    rows = []
+    for i, image in enumerate(pixels):
+        tf.io.write_file(str(tmp_path / f"{i}.png"), tf.io.encode_png(image))
+        rows.append(f"{i}.png")
+    (tmp_path / "m.csv").write_text("image\n" + "\n".join(rows) + "\n")
+    grey = keras.Input((32, 32, 1), dtype="uint8", name="image")
+    flat = keras.layers.Flatten()(keras.layers.Rescaling(1.0)(grey))
+    folder = export_saved_model(
+        keras.Model(grey, {"embedding": flat}), str(tmp_path / "grey"), verbose=False
+    )
+    embed_manifest(folder, str(tmp_path / "m.csv"), str(tmp_path / "e.npy"), verbose=False)
+    luma = np.round(pixels.astype("float64") @ [0.299, 0.587, 0.114]).reshape(2, -1)
+    np.testing.assert_array_equal(np.load(tmp_path / "e.npy"), luma)
