@@ -3,11 +3,13 @@
 Encoders, fusion layers and generative heads that compose as ordinary Keras layers,
 train under `tf.distribute` and export as SavedModels.
 
-Subpackages are imported on first use (`mmrep.fusion`, ...), so `import mmrep` and the
-`mmrep` command stay fast and do not start TensorFlow until a layer is needed.
+`import mmrep` imports every subpackage, so every mmrep layer and model is registered
+with Keras: a `.keras` file saved with mmrep layers loads with `keras.saving.load_model`
+after `import mmrep` (or after importing the subpackage that defines its layers), with no
+other call. `MODALITY_ORDER` is the one order of modalities (presence-mask columns,
+fusion defaults, manifests, export metadata).
 """
 
-import importlib
 import os
 
 # mmrep's layers are written with keras.ops, but training, export and tf.data paths are
@@ -16,25 +18,35 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 __version__ = "0.1.0"
 
-_SUBPACKAGES = (
+# Importing every subpackage registers every mmrep layer with Keras.
+from mmrep import (
+    data,
+    encoders,
+    export,
+    fusion,
+    heads,
+    job,
+    losses,
+    metrics,
+    preprocessing,
+    training,
+    utils,
+)
+from mmrep.utils.modalities import MODALITY_ORDER, ordered_modalities
+
+__all__ = [
+    "MODALITY_ORDER",
+    "__version__",
     "data",
     "encoders",
+    "export",
     "fusion",
     "heads",
+    "job",
     "losses",
     "metrics",
+    "ordered_modalities",
     "preprocessing",
     "training",
-)
-
-__all__ = ["__version__", *_SUBPACKAGES]
-
-
-def __getattr__(name):
-    if name in _SUBPACKAGES:
-        return importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module 'mmrep' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(__all__)
+    "utils",
+]

@@ -8,18 +8,10 @@ Learning", ICML 2018, in its simplest linear-score form). A row without any vali
 position pools to zeros, never to NaN or to the padding.
 """
 
-import keras
 from keras import ops
 
 POOLINGS = ("mean", "max", "attention")
 _LOWEST = -3.0e38
-
-
-def as_bool_mask(mask):
-    """A mask as bool: bools as they are, numbers `True` where non-zero."""
-    if keras.backend.standardize_dtype(mask.dtype) == "bool":
-        return mask
-    return ops.not_equal(mask, ops.zeros_like(mask))
 
 
 def masked_pool(sequence, mask, mode, scores=None):

@@ -3,10 +3,17 @@
 import keras
 from keras import ops
 
-from mmrep.fusion import autoencoder_checks as checks
 from mmrep.fusion import autoencoder_corruption as corruption
 from mmrep.fusion import autoencoder_penalties as penalties
-from mmrep.fusion.modality_inputs import check_presence, modality_order
+from mmrep.fusion.modality_inputs import (
+    check_floating,
+    check_modality_names,
+    check_presence,
+    modality_order,
+)
+from mmrep.utils.arguments import is_positive_int
+
+FUSIONS = ("mean", "concat")
 
 
 @keras.saving.register_keras_serializable(package="mmrep")
@@ -126,10 +133,10 @@ class MultimodalAutoencoder(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        modalities, encoder_units, decoder_units = checks.check_structure(
+        modalities, encoder_units, decoder_units = check_structure(
             code_dim, modalities, encoder_units, decoder_units, fusion, tied_weights
         )
-        checks.check_activations(
+        check_activations(
             activation=activation,
             code_activation=code_activation,
             output_activation=output_activation,
@@ -155,7 +162,7 @@ class MultimodalAutoencoder(keras.layers.Layer):
         self.modality_dropout = float(modality_dropout)
         self.noise = noise
         self.noise_level = float(noise_level)
-        self.reconstruction_weight = checks.reconstruction_weights(
+        self.reconstruction_weight = reconstruction_weights(
             reconstruction_weight, modalities, self.name
         )
         self.sparsity = sparsity
@@ -192,7 +199,7 @@ class MultimodalAutoencoder(keras.layers.Layer):
 
     def build(self, input_shape):
         self._order = order = modality_order(self, input_shape, self.modalities)
-        checks.reconstruction_weights(self.reconstruction_weight, order, self.name)
+        reconstruction_weights(self.reconstruction_weight, order, self.name)
         self._dims, self._encoders, self._projections = {}, {}, {}
         self._decoders, self._outputs = {}, {}
         for m in order:
@@ -221,7 +228,7 @@ class MultimodalAutoencoder(keras.layers.Layer):
 
     def _inputs(self, inputs):
         order = modality_order(self, inputs, self._order)
-        return checks.check_inputs(self, order, self._dims, inputs)
+        return check_inputs(self, order, self._dims, inputs)
 
     def _presence(self, presence, xs):
         if presence is None:
@@ -377,3 +384,93 @@ def _affine(x, kernel, bias, dtype):
 def _loss_dtype(compute_dtype):
     """float32 for losses under mixed precision; float64 stays float64."""
     return "float64" if compute_dtype == "float64" else "float32"
+
+
+# === Argument and input checks ===
+
+
+def positive_int(name, value):
+    """Returns `value` as an int, or raises a `ValueError` naming `name`."""
+    if not is_positive_int(value):
+        raise ValueError(f"Expected `{name}` to hold positive ints. Received: {name}={value!r}")
+    return int(value)
+
+
+def check_structure(code_dim, modalities, encoder_units, decoder_units, fusion, tied_weights):
+    """Checks the structural arguments; returns `(modalities, encoder_units, decoder_units)`.
+
+    Raises:
+        ValueError: naming the argument, what was expected and what was received.
+    """
+    positive_int("code_dim", code_dim)
+    modalities = check_modality_names(modalities)
+    encoder_units = tuple(positive_int("encoder_units", u) for u in encoder_units)
+    decoder_units = tuple(positive_int("decoder_units", u) for u in decoder_units)
+    if fusion not in FUSIONS:
+        raise ValueError(f"Expected `fusion` in {FUSIONS}. Received: fusion={fusion!r}")
+    if tied_weights and (encoder_units or decoder_units):
+        raise ValueError(
+            "Tied weights need single-layer encoders and decoders. Received: "
+            f"encoder_units={encoder_units}, decoder_units={decoder_units}"
+        )
+    return modalities, encoder_units, decoder_units
+
+
+def check_activations(**activations):
+    """Checks that each activation is `None` or the name of a Keras activation.
+
+    Raises:
+        ValueError: naming the argument and the value received.
+    """
+    for name, value in activations.items():
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"Expected `{name}` to be a str or None. Received: {value!r}")
+        try:
+            keras.activations.get(value)
+        except ValueError as error:
+            raise ValueError(
+                f"Expected `{name}` to name a Keras activation. Received: {value!r}"
+            ) from error
+
+
+def reconstruction_weights(weights, modalities, where):
+    """Checks `reconstruction_weight` (a float or a dict over known modalities).
+
+    Args:
+        weights: float or dict `{modality: float}`.
+        modalities: the known modality names, or `None` when not yet known.
+        where: str, a prefix for the error message (the layer's name).
+
+    Returns:
+        A float or a dict of floats.
+
+    Raises:
+        ValueError: when the dict names modalities that are not in `modalities`.
+    """
+    if not isinstance(weights, dict):
+        return float(weights)
+    unknown = sorted(set(weights) - set(modalities or weights))
+    if unknown:
+        raise ValueError(
+            f"{where}: `reconstruction_weight` names unknown modalities {unknown}; expected "
+            f"a subset of {list(modalities)}"
+        )
+    return {m: float(w) for m, w in weights.items()}
+
+
+def check_inputs(layer, order, dims, inputs):
+    """Checks a call's `{modality: [B, D_m]}` tensors; returns them in `order`.
+
+    Raises:
+        TypeError: for a non-floating modality.
+        ValueError: for a modality whose shape is not `[batch, D_m]`.
+    """
+    for m in order:
+        x = inputs[m]
+        check_floating(layer, m, x)
+        if len(x.shape) != 2 or x.shape[-1] != dims[m]:
+            raise ValueError(
+                f"{layer.name}: expected modality {m!r} of shape [batch, {dims[m]}]. "
+                f"Received shape: {tuple(x.shape)}"
+            )
+    return [inputs[m] for m in order]

@@ -3,8 +3,6 @@
 import keras
 from keras import ops
 
-from mmrep import power_normalization
-from mmrep.arguments import is_positive_int
 from mmrep.fusion.count_sketch import count_sketch, count_sketch_hashes, tensor_sketch
 from mmrep.fusion.modality_inputs import (
     check_floating,
@@ -13,6 +11,8 @@ from mmrep.fusion.modality_inputs import (
     modality_order,
     presence_column,
 )
+from mmrep.utils import power_normalization
+from mmrep.utils.arguments import is_positive_int
 
 _MODES = ("full", "compact", "low_rank")
 _VARIANTS = ("mfb", "mlb")

@@ -3,7 +3,6 @@
 import keras
 from keras import ops
 
-from mmrep.arguments import is_positive_int
 from mmrep.fusion.modality_inputs import (
     check_floating,
     check_modality_names,
@@ -11,6 +10,7 @@ from mmrep.fusion.modality_inputs import (
     modality_order,
     presence_column,
 )
+from mmrep.utils.arguments import is_positive_int
 
 _NORMALIZATIONS = (None, "l2", "layer")
 

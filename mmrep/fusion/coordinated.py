@@ -5,7 +5,6 @@ import math
 import keras
 from keras import ops
 
-from mmrep.arguments import is_positive_int
 from mmrep.fusion.modality_inputs import (
     check_floating,
     check_modality_names,
@@ -14,6 +13,7 @@ from mmrep.fusion.modality_inputs import (
     presence_column,
 )
 from mmrep.losses.contrastive_keras import LOGIT_SCALE_KEY
+from mmrep.utils.arguments import is_positive_int
 
 _CLIP_INIT = math.log(1.0 / 0.07)
 

@@ -5,7 +5,6 @@ import math
 import keras
 from keras import ops
 
-from mmrep.arguments import is_positive_int
 from mmrep.fusion.modality_inputs import (
     check_floating,
     check_modality_names,
@@ -13,6 +12,7 @@ from mmrep.fusion.modality_inputs import (
     modality_order,
     presence_column,
 )
+from mmrep.utils.arguments import is_positive_int
 
 
 def _vector_dims(layer, input_shape, modalities):

@@ -1,36 +1,20 @@
-"""Heads over encoder or fusion outputs: VAEs (Gaussian, beta, conditional, mixture prior,
-product of experts), Fisher-vector pooling (GMM Fisher vectors, NetVLAD family), and the
-energy-based GAN with its Adversarial Fisher Vectors.
+"""Heads over encoder or fusion outputs, by family.
+
+- `mmrep.heads.vae`: VAEs (Gaussian, β, conditional, VaDE mixture prior, product-of-experts
+  multimodal VAE).
+- `mmrep.heads.gmm`: diagonal-GMM EM and Fisher vectors.
+- `mmrep.heads.pooling`: the NetVLAD family of learnable set pooling and Context Gating.
+- `mmrep.heads.gan`: the energy-based GAN and its Adversarial Fisher Vectors.
+
+Every public name is re-exported here (`mmrep.heads.FisherVector`), and importing this
+package registers every head layer with Keras, so `keras.saving.load_model` finds them.
 """
 
-from mmrep.lazy_exports import lazy_getattr
+from mmrep.heads import gan, gmm, pooling, vae
+from mmrep.heads.gan import *  # noqa: F403
+from mmrep.heads.gmm import *  # noqa: F403
+from mmrep.heads.pooling import *  # noqa: F403
+from mmrep.heads.vae import *  # noqa: F403
+from mmrep.utils.example_gradients import per_example_gradients
 
-# Public name -> module inside mmrep.heads.
-_EXPORTS = {
-    "VAEHead": "vae",
-    "KLAnnealing": "kl_annealing",
-    "VectorDecoder": "decoders",
-    "GaussianMixturePrior": "mixture_prior",
-    "ProductOfExperts": "product_of_experts",
-    "MultimodalVAE": "multimodal_vae",
-    "FisherVector": "fisher_vector",
-    "fit_diagonal_gmm": "gmm_em",
-    "GMMFit": "gmm_em",
-    "NetVLAD": "netvlad",
-    "NetRVLAD": "netvlad",
-    "SoftBagOfWords": "netvlad",
-    "NetFV": "net_fisher_vector",
-    "ContextGating": "context_gating",
-    "EBMGAN": "ebm_gan",
-    "dcgan_generator": "gan_networks",
-    "dcgan_discriminator": "gan_networks",
-    "per_example_gradients": "example_gradients",
-    "AdversarialFisherVector": "adversarial_fisher_vector",
-    "fisher_distance": "fisher_set_distance",
-    "fisher_similarity": "fisher_set_distance",
-    "FisherSimilarityCallback": "fisher_similarity_callback",
-}
-
-__all__ = sorted(_EXPORTS)
-
-__getattr__ = lazy_getattr(__name__, _EXPORTS)
+__all__ = [*gan.__all__, *gmm.__all__, *pooling.__all__, *vae.__all__, "per_example_gradients"]

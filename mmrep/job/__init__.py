@@ -3,22 +3,18 @@
 `train_run` trains image, text, audio and video encoders joined by a fusion (and an
 optional head) on mmdigits and writes `runs/<name>/`; `evaluate_run` recomputes a run's
 metrics and plots from its saved model; `export_run` exports it for TF Serving;
-`build_job_model` builds the model itself. The constants (`FUSIONS`, `HEADS`,
-`DEFAULT_FUSION`) import without TensorFlow, so the `mmrep` command's `--help` stays
-instant; the functions import TensorFlow when first used.
+`build_job_model` builds the model itself. Importing this package registers the main
+job's own layers (`PaddingMask`, `SelectColumns`, `BatchConstant`, `PresentMean`,
+`JobTrainer`) with Keras, so a saved main-job model loads with `keras.saving.load_model`.
 """
 
+from mmrep.job.metrics import evaluate_run
+from mmrep.job.model import build_job_model
 from mmrep.job.names import DEFAULT_FUSION, FUSIONS, HEADS, default_run_name
-from mmrep.lazy_exports import lazy_getattr
-
-# Public name -> module inside mmrep.job (imported on first use: they import TensorFlow).
-_EXPORTS = {
-    "RunError": "run_folder",
-    "build_job_model": "model",
-    "train_run": "train",
-    "evaluate_run": "metrics",
-    "export_run": "run_export",
-}
+from mmrep.job.run_export import export_run
+from mmrep.job.run_folder import RunError
+from mmrep.job.train import train_run
+from mmrep.job.trainer import JobTrainer  # noqa: F401 (registers the training model)
 
 __all__ = [
     "DEFAULT_FUSION",
@@ -31,5 +27,3 @@ __all__ = [
     "export_run",
     "train_run",
 ]
-
-__getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -290,9 +290,7 @@ def load_serving_model(folder):
     import keras
 
     from mmrep.job import run_folder as rf
-    from mmrep.job.model import layers_of, register_layers
-
-    register_layers()
+    from mmrep.job.model import layers_of
 
     path = os.path.join(folder, rf.MODEL_FILE)
     try:

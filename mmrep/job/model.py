@@ -179,19 +179,6 @@ def layers_of(model):
     return layers, fusion, head
 
 
-def register_layers():
-    """Imports the modules whose registered layers a main-job model holds.
-
-    `keras.models.load_model` finds mmrep's layers by their registered names, which exist
-    once their modules are imported; `mmrep.heads` imports its modules lazily.
-    """
-    import mmrep.encoders
-    import mmrep.fusion
-    import mmrep.heads.fisher_vector
-    import mmrep.heads.vae
-    import mmrep.job.graph_layers  # noqa: F401
-
-
 def build_job_model(fusion=DEFAULT_FUSION, head=None, *, vocabulary, seed=0, sizes=None):
     """Builds the main job's training, serving and per-modality embedding models.
 

@@ -7,25 +7,30 @@ reads the environment, `distribute_dataset` shards input with per-replica batche
 compile arguments.
 """
 
-from mmrep.lazy_exports import lazy_getattr
+from mmrep.training.backup import BackupAndRestore, BackupMismatchError
+from mmrep.training.datasets import distribute_dataset, per_replica_batch_size
+from mmrep.training.epoch_shuffle import EpochCallback, EpochShuffled, epoch_shuffled
+from mmrep.training.option_arguments import add_training_arguments
+from mmrep.training.options import TrainingOptions
+from mmrep.training.strategy import (
+    KerasMultiWorkerMirroredStrategy,
+    is_chief,
+    read_tf_config,
+    select_strategy,
+)
 
-# Public name -> module inside mmrep.training.
-_EXPORTS = {
-    "select_strategy": "strategy",
-    "is_chief": "strategy",
-    "read_tf_config": "strategy",
-    "KerasMultiWorkerMirroredStrategy": "strategy",
-    "distribute_dataset": "datasets",
-    "per_replica_batch_size": "datasets",
-    "epoch_shuffled": "epoch_shuffle",
-    "BackupAndRestore": "backup",
-    "BackupMismatchError": "backup",
-    "EpochShuffled": "epoch_shuffle",
-    "EpochCallback": "epoch_shuffle",
-    "TrainingOptions": "options",
-    "add_training_arguments": "option_arguments",
-}
-
-__all__ = sorted(_EXPORTS)
-
-__getattr__ = lazy_getattr(__name__, _EXPORTS)
+__all__ = [
+    "BackupAndRestore",
+    "BackupMismatchError",
+    "EpochCallback",
+    "EpochShuffled",
+    "KerasMultiWorkerMirroredStrategy",
+    "TrainingOptions",
+    "add_training_arguments",
+    "distribute_dataset",
+    "epoch_shuffled",
+    "is_chief",
+    "per_replica_batch_size",
+    "read_tf_config",
+    "select_strategy",
+]

@@ -41,9 +41,9 @@ import warnings
 import keras
 import numpy as np
 
-from mmrep.arguments import is_int_at_least, is_positive_int
 from mmrep.training import backup_store as store
 from mmrep.training.strategy import is_chief
+from mmrep.utils.arguments import is_int_at_least, is_positive_int
 
 
 class BackupMismatchError(ValueError):

@@ -37,7 +37,7 @@ for batch in strategy.experimental_distribute_dataset(dataset):
 
 import tensorflow as tf
 
-from mmrep.arguments import is_positive_int
+from mmrep.utils.arguments import is_positive_int
 
 _POLICIES = {
     "auto": tf.data.experimental.AutoShardPolicy.AUTO,

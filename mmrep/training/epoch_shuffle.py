@@ -36,7 +36,7 @@ import typing
 import keras
 import tensorflow as tf
 
-from mmrep.arguments import is_int_at_least, is_positive_int
+from mmrep.utils.arguments import is_int_at_least, is_positive_int
 
 _SEED_LIMIT = 2**63
 # `tf.data` reduces a shuffle's seeds modulo 2**31 - 1.

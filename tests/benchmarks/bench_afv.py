@@ -84,7 +84,7 @@ def afv_vectorized_vs_loop(size="full"):
     """Examples/s of vectorised per-example gradients vs a loop of tape.gradient."""
     import tensorflow as tf
 
-    from mmrep.heads.example_gradients import per_example_gradients
+    from mmrep.utils.example_gradients import per_example_gradients
 
     s = SIZES[size]
     d = discriminator(s["side"], s["filters"])

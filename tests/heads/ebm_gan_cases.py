@@ -9,8 +9,8 @@ is checked against one device in tests/heads/test_ebm_gan_training.py.
 
 import numpy as np
 
-from mmrep.heads.ebm_gan import EBMGAN
-from mmrep.heads.gan_networks import dcgan_discriminator, dcgan_generator
+from mmrep.heads.gan.ebm_gan import EBMGAN
+from mmrep.heads.gan.gan_networks import dcgan_discriminator, dcgan_generator
 from tests.harness import LayerCase
 
 # Substrings of the generator's weight paths (dcgan_generator's layer names).

@@ -3,8 +3,8 @@ tests/registry.py."""
 
 import numpy as np
 
-from mmrep.heads.mixture_prior import GaussianMixturePrior
-from mmrep.heads.vae import VAEHead
+from mmrep.heads.vae.mixture_prior import GaussianMixturePrior
+from mmrep.heads.vae.vae import VAEHead
 from tests.harness import LayerCase
 
 

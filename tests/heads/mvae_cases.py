@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from mmrep.heads.multimodal_vae import MultimodalVAE
-from mmrep.heads.product_of_experts import ProductOfExperts
+from mmrep.heads.vae.multimodal_vae import MultimodalVAE
+from mmrep.heads.vae.product_of_experts import ProductOfExperts
 from tests.harness import LayerCase
 
 

@@ -7,9 +7,9 @@ padded rows hold NaN, so every check also sees that padding never reaches the ou
 
 import numpy as np
 
-from mmrep.heads.context_gating import ContextGating
-from mmrep.heads.net_fisher_vector import NetFV
-from mmrep.heads.netvlad import NetRVLAD, NetVLAD, SoftBagOfWords
+from mmrep.heads.pooling.context_gating import ContextGating
+from mmrep.heads.pooling.net_fisher_vector import NetFV
+from mmrep.heads.pooling.netvlad import NetRVLAD, NetVLAD, SoftBagOfWords
 from tests.harness import LayerCase
 
 _MASK = np.array([[1, 1, 1, 1, 0], [1, 0, 1, 0, 0], [0, 0, 0, 0, 0], [1, 1, 1, 1, 1]], "float32")

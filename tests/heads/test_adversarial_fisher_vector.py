@@ -19,7 +19,7 @@ import tensorflow as tf
 from keras import ops
 
 from mmrep.heads import AdversarialFisherVector
-from mmrep.heads.random_projection import count_sketch
+from mmrep.heads.gan.random_projection import count_sketch
 from tests.heads.afv_cases import conv_discriminator
 
 Z = 5.0  # tolerance in standard errors

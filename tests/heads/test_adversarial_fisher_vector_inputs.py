@@ -12,8 +12,8 @@ import pytest
 import tensorflow as tf
 
 from mmrep.heads import AdversarialFisherVector
-from mmrep.heads.running_moments import RunningMoments
-from mmrep.heads.sample_batches import sample_batches
+from mmrep.utils.running_moments import RunningMoments
+from mmrep.utils.sample_batches import sample_batches
 from tests.heads.afv_cases import conv_discriminator
 
 

@@ -10,9 +10,9 @@ import keras
 import numpy as np
 import pytest
 
-from mmrep.heads.ebm_gan import EBMGAN
-from mmrep.heads.gan_networks import dcgan_discriminator, dcgan_generator
-from mmrep.heads.gan_objectives import (
+from mmrep.heads.gan.ebm_gan import EBMGAN
+from mmrep.heads.gan.gan_networks import dcgan_discriminator, dcgan_generator
+from mmrep.heads.gan.gan_objectives import (
     OBJECTIVES,
     discriminator_loss_terms,
     ema_regularization_terms,

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mmrep.heads.ebm_gan import EBMGAN
-from mmrep.heads.gan_networks import dcgan_discriminator, dcgan_generator
-from mmrep.heads.replica_noise import global_batch_rows, replica_normal
+from mmrep.heads.gan.ebm_gan import EBMGAN
+from mmrep.heads.gan.gan_networks import dcgan_discriminator, dcgan_generator
+from mmrep.heads.gan.replica_noise import global_batch_rows, replica_normal
 from tests.harness import two_device_strategy
 
 LATENT, DIM = 3, 5

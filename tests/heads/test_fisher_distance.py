@@ -17,7 +17,7 @@ import pytest
 import tensorflow as tf
 
 from mmrep.heads import AdversarialFisherVector, FisherSimilarityCallback
-from mmrep.heads.fisher_set_distance import fisher_distance, fisher_similarity
+from mmrep.heads.gan.fisher_set_distance import fisher_distance, fisher_similarity
 from tests.heads.afv_cases import conv_discriminator
 
 

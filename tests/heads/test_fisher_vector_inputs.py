@@ -75,7 +75,7 @@ def test_set_weights_and_keras_file_carry_the_mixture(tmp_path):
 
 
 def test_adapt_fits_with_fit_diagonal_gmm_and_assigns(monkeypatch):
-    import mmrep.heads.gmm_em as gmm_em
+    import mmrep.heads.gmm.gmm_em as gmm_em
 
     calls = []
 

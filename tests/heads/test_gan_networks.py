@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from mmrep.heads.gan_networks import check_gan_networks, dcgan_discriminator, dcgan_generator
+from mmrep.heads.gan.gan_networks import check_gan_networks, dcgan_discriminator, dcgan_generator
 
 RNG = np.random.default_rng(0)
 

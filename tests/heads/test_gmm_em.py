@@ -9,7 +9,7 @@ from sklearn.datasets import load_digits
 from sklearn.mixture import GaussianMixture
 
 from mmrep.heads import GMMFit, fit_diagonal_gmm
-from mmrep.heads.mixture import check_gmm
+from mmrep.heads.gmm.mixture import check_gmm
 
 FLOOR = 1e-6
 

@@ -6,7 +6,7 @@ import pytest
 from scipy.special import logsumexp
 from sklearn.mixture import GaussianMixture
 
-from mmrep.heads.mixture import (
+from mmrep.heads.gmm.mixture import (
     add_mixture_weights,
     check_gmm,
     component_log_densities,

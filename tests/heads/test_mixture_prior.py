@@ -193,7 +193,7 @@ def test_config_round_trip_keeps_seeded_init():
 
 
 def test_adapt_fits_and_assigns():
-    pytest.importorskip("mmrep.heads.gmm_em")
+    pytest.importorskip("mmrep.heads.gmm.gmm_em")
     rng = np.random.default_rng(12)
     latents = np.concatenate([rng.normal(-3, 0.5, (100, 2)), rng.normal(3, 0.5, (100, 2))])
     prior = GaussianMixturePrior(2)

@@ -18,7 +18,7 @@ from keras import ops
 
 from mmrep.data import load_mmdigits
 from mmrep.heads import MultimodalVAE
-from mmrep.heads.kl_annealing import annealed_layers
+from mmrep.heads.vae.kl_annealing import annealed_layers
 from tests.harness import two_device_strategy
 
 KINDS = {"a": "gaussian", "b": "bernoulli", "c": "categorical"}

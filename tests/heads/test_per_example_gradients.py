@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mmrep.heads.example_gradients import per_example_gradients
+from mmrep.utils.example_gradients import per_example_gradients
 
 RTOL = 1e-6
 

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from mmrep.heads.decoders import VectorDecoder
-from mmrep.heads.vae import VAEHead
+from mmrep.heads.vae.decoders import VectorDecoder
+from mmrep.heads.vae.vae import VAEHead
 from tests.harness import LayerCase
 
 

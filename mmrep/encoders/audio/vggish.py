@@ -5,7 +5,8 @@ from keras import ops
 
 from mmrep.encoders.audio import waveform_checks as checks
 from mmrep.encoders.audio.audio_examples import AudioExamples
-from mmrep.encoders.pooling import POOLINGS, as_bool_mask, masked_pool
+from mmrep.encoders.pooling import POOLINGS, masked_pool
+from mmrep.utils.masks import as_bool_mask
 
 _POOLINGS = (None, *POOLINGS)
 # (stage, convolutions per stage); a 2x2 max pool follows each stage.

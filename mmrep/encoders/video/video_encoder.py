@@ -5,7 +5,8 @@ import tensorflow as tf
 from keras import ops
 from tensorflow.python.ops import control_flow_util
 
-from mmrep.encoders.pooling import POOLINGS, as_bool_mask, masked_pool
+from mmrep.encoders.pooling import POOLINGS, masked_pool
+from mmrep.utils.masks import as_bool_mask
 
 _POOLINGS = (*POOLINGS, "sequence")
 

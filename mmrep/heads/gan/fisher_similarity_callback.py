@@ -13,9 +13,9 @@ them) and, with `log_dir`, as `tf.summary` scalars.
 import keras
 import tensorflow as tf
 
-from mmrep.arguments import is_positive_int
-from mmrep.heads.adversarial_fisher_vector import AdversarialFisherVector
-from mmrep.heads.fisher_set_distance import fisher_distance, fisher_similarity
+from mmrep.heads.gan.adversarial_fisher_vector import AdversarialFisherVector
+from mmrep.heads.gan.fisher_set_distance import fisher_distance, fisher_similarity
+from mmrep.utils.arguments import is_positive_int
 
 _SCALAR_METADATA = tf.compat.v1.SummaryMetadata(
     plugin_data=tf.compat.v1.SummaryMetadata.PluginData(plugin_name="scalars")

@@ -27,7 +27,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from mmrep.arguments import is_int_at_least, is_positive_int
+from mmrep.utils.arguments import is_int_at_least, is_positive_int
 
 OBJECTIVES = ("least_squares", "hinge", "energy")
 

@@ -15,9 +15,8 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from mmrep.arguments import is_int_at_least, is_positive_int
-from mmrep.heads.gan_networks import check_gan_networks
-from mmrep.heads.gan_objectives import (
+from mmrep.heads.gan.gan_networks import check_gan_networks
+from mmrep.heads.gan.gan_objectives import (
     HYPERPARAMETERS,
     BatchMean,
     check_hyperparameters,
@@ -26,10 +25,11 @@ from mmrep.heads.gan_objectives import (
     generator_loss_terms,
     gradient_penalty_terms,
 )
-from mmrep.heads.gan_optimizers import gan_optimizers
-from mmrep.heads.moving_average import moving_average_copy, update_moving_average
-from mmrep.heads.replica_noise import global_batch_rows, replica_normal
+from mmrep.heads.gan.gan_optimizers import gan_optimizers
+from mmrep.heads.gan.moving_average import moving_average_copy, update_moving_average
+from mmrep.heads.gan.replica_noise import global_batch_rows, replica_normal
 from mmrep.losses.cross_replica import strategy_replicas
+from mmrep.utils.arguments import is_int_at_least, is_positive_int
 
 
 @keras.saving.register_keras_serializable(package="mmrep")

@@ -3,8 +3,8 @@
 import keras
 from keras import ops
 
-from mmrep.heads.soft_assignment import NORMALIZATIONS, SoftAssignmentPooling
-from mmrep.power_normalization import l2_normalize
+from mmrep.heads.pooling.soft_assignment import NORMALIZATIONS, SoftAssignmentPooling
+from mmrep.utils.power_normalization import l2_normalize
 
 
 @keras.saving.register_keras_serializable(package="mmrep")

@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 from keras import tree
 
-from mmrep.arguments import is_positive_int
+from mmrep.utils.arguments import is_positive_int
 
 
 def num_examples(batch):

@@ -10,13 +10,13 @@ modality, and of `num_subsets` random subsets (Wu & Goodman 2018, section 3.2).
 import keras
 from keras import ops
 
-from mmrep.arguments import is_int_at_least, is_positive_int
 from mmrep.fusion.modality_inputs import check_modality_names, check_presence
-from mmrep.heads.kl_annealing import add_kl_weight
-from mmrep.heads.product_of_experts import ProductOfExperts
+from mmrep.heads.vae.kl_annealing import add_kl_weight
+from mmrep.heads.vae.product_of_experts import ProductOfExperts
 from mmrep.losses.cross_replica import strategy_replicas
 from mmrep.losses.divergences import kl_standard_normal
 from mmrep.losses.reconstruction import bernoulli_nll, categorical_nll, gaussian_nll
+from mmrep.utils.arguments import is_int_at_least, is_positive_int
 
 LIKELIHOODS = ("bernoulli", "gaussian", "categorical")
 PRESENCE = "presence"

@@ -1,7 +1,7 @@
 """NetVLAD, NetRVLAD and soft bag-of-words: learnable pooling of descriptor sets.
 
 Three members of the LOUPE family (Miech, Laptev & Sivic 2017) built on the shared soft
-assignment of `mmrep.heads.soft_assignment`: the residuals to learned centres (NetVLAD,
+assignment of `mmrep.heads.pooling.soft_assignment`: the residuals to learned centres (NetVLAD,
 Arandjelović et al. 2016), the assignment-weighted descriptors without residuals (NetRVLAD)
 and the soft cluster counts (soft bag-of-words).
 """
@@ -9,8 +9,8 @@ and the soft cluster counts (soft bag-of-words).
 import keras
 from keras import ops
 
-from mmrep.heads.soft_assignment import NORMALIZATIONS, SoftAssignmentPooling
-from mmrep.power_normalization import l2_normalize
+from mmrep.heads.pooling.soft_assignment import NORMALIZATIONS, SoftAssignmentPooling
+from mmrep.utils.power_normalization import l2_normalize
 
 _BOW_NORMALIZATIONS = ("l2", "l1", None)
 
@@ -54,7 +54,7 @@ class NetVLAD(SoftAssignmentPooling):
     Arandjelović & Zisserman, "All about VLAD", CVPR 2013) and the whole vector L2-normalised;
     `"l2"` skips the per-cluster step; `None` returns the raw residual sums. The output is
     laid out cluster-major, `out[k * D + d] = V[k, d]` (LOUPE flattens `[D, K]` instead: the
-    same numbers in another order). See `mmrep.heads.soft_assignment` for the choices
+    same numbers in another order). See `mmrep.heads.pooling.soft_assignment` for the choices
     shared by the family (no batch-norm on the logits, float32 statistics, masking). An
     empty set gives zeros.
 

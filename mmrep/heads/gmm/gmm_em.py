@@ -21,7 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mmrep.heads.mixture import check_gmm, component_log_densities
+from mmrep.heads.gmm.mixture import check_gmm, component_log_densities
 
 # A component with less total responsibility (in rows) keeps its previous mean and variance.
 EMPTY_COMPONENT_ROWS = 1e-6

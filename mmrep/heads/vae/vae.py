@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from mmrep.heads.kl_annealing import add_kl_weight
+from mmrep.heads.vae.kl_annealing import add_kl_weight
 from mmrep.losses.divergences import kl_standard_normal
 
 _OUTPUT_KEYS = ("z", "z_mean", "z_log_var")

@@ -12,7 +12,7 @@ Adversarial Fisher Vectors (per-example gradients of D) need.
 
 import keras
 
-from mmrep.arguments import is_positive_int
+from mmrep.utils.arguments import is_positive_int
 
 
 def _check_widths(widths):

@@ -9,7 +9,7 @@ eq. 12, without the reconstruction term) are analytic given gamma; as a loss to 
         = sum_c gamma_c KL(N(m, v) || N(mu_c, s2_c)) + KL(gamma || pi),
 
 the form computed here (the log 2 pi terms cancel). With one component it is the KL to that
-Gaussian. The mixture is held as in `mmrep.heads.mixture`: softmax logits (weights on the
+Gaussian. The mixture is held as in `mmrep.heads.gmm.mixture`: softmax logits (weights on the
 simplex), means and log-variances (variances positive), so `mixture()` can feed a Fisher-vector
 layer the mixture the prior learned.
 
@@ -21,8 +21,8 @@ Reference:
 import keras
 from keras import ops
 
-from mmrep.heads import gmm_em
-from mmrep.heads.mixture import (
+from mmrep.heads.gmm import gmm_em
+from mmrep.heads.gmm.mixture import (
     add_mixture_weights,
     check_gmm,
     component_log_densities,
@@ -180,7 +180,7 @@ class GaussianMixturePrior(keras.layers.Layer):
 
         Raises:
             ValueError: for a mixture of the wrong K or L, or an invalid one (see
-                `mmrep.heads.mixture.check_gmm`).
+                `mmrep.heads.gmm.mixture.check_gmm`).
         """
         weights, means, variances = check_gmm(
             weights, means, variances, num_components=self.num_components, dim=self.latent_dim

@@ -26,9 +26,9 @@ Design choices (documented once here, for every subclass):
 import keras
 from keras import ops
 
-from mmrep.arguments import is_int_at_least
-from mmrep.encoders.pooling import as_bool_mask
-from mmrep.heads.context_gating import ContextGating
+from mmrep.heads.pooling.context_gating import ContextGating
+from mmrep.utils.arguments import is_int_at_least
+from mmrep.utils.masks import as_bool_mask
 
 NORMALIZATIONS = ("intra_l2", "l2", None)
 

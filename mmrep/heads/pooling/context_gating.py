@@ -9,7 +9,7 @@ of one `D x D` matrix; the LOUPE classifier applies it after the pooled projecti
 import keras
 from keras import ops
 
-from mmrep.arguments import is_positive_int
+from mmrep.utils.arguments import is_positive_int
 
 
 @keras.saving.register_keras_serializable(package="mmrep")

@@ -20,18 +20,18 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from mmrep.arguments import is_positive_int
-from mmrep.encoders.pooling import as_bool_mask
-from mmrep.finite_inputs import checked_finite
-from mmrep.heads import gmm_em
-from mmrep.heads.mixture import (
+from mmrep.heads.gmm import gmm_em
+from mmrep.heads.gmm.mixture import (
     add_mixture_weights,
     check_gmm,
     log_density_coefficients,
     mixture_tensors,
     set_mixture,
 )
-from mmrep.power_normalization import l2_normalize, signed_sqrt
+from mmrep.utils.arguments import is_positive_int
+from mmrep.utils.finite_inputs import checked_finite
+from mmrep.utils.masks import as_bool_mask
+from mmrep.utils.power_normalization import l2_normalize, signed_sqrt
 
 _MIXTURE_KEYS = ("weights", "means", "variances")
 
@@ -193,7 +193,7 @@ class FisherVector(keras.layers.Layer):
             ValueError: with `external_mixture=True`; for a mixture of another K, or
                 another D than the descriptors the layer was built for (naming both), or
                 an invalid one (non-finite, non-positive variances, weights not summing
-                to 1; see `mmrep.heads.mixture.check_gmm`).
+                to 1; see `mmrep.heads.gmm.mixture.check_gmm`).
         """
         if self.external_mixture:
             raise ValueError(
