@@ -1,3 +1,5 @@
+"""`python -m mmrep`: the `mmrep` command."""
+
 import sys
 
 from mmrep.cli import main

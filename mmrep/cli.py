@@ -1,14 +1,13 @@
-"""The `mmrep` command: `train`, `evaluate`, `export`, `embed` and `demo`.
+"""The `mmrep` command: `train`, `evaluate`, `export` and `embed`.
 
-Parsing happens before TensorFlow is imported, so `mmrep --help` and `mmrep --version`
-answer at once; a subcommand imports what it needs when it runs. Errors the user can fix
+`import mmrep` imports every subpackage (so every layer is registered with Keras), so the
+command starts TensorFlow before it parses its arguments. Errors the user can fix
 (a missing run or model, a manifest that does not match the model, an output that exists)
 end the command with `mmrep <command>: error: <message>` and exit status 2, without a
 traceback.
 """
 
 import argparse
-import os
 import sys
 
 from mmrep import __version__
@@ -128,26 +127,6 @@ def _add_embed(commands):
     )
 
 
-def _add_demo(commands):
-    demo = commands.add_parser(
-        "demo",
-        help="a one-minute fusion demo with missing modalities on mmdigits",
-        description=(
-            "Trains small image, text, audio and video encoders joined by ConcatFusion on "
-            "mmdigits (the embedded data set) with random modality dropout, then reports "
-            "test accuracy with every modality, with each one missing, and with each one "
-            "alone. About a minute on two CPU cores; downloads nothing."
-        ),
-    )
-    demo.add_argument("--epochs", type=_positive_int, default=12, help="(default: 12)")
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    demo.add_argument(
-        "--save",
-        metavar="PATH",
-        help="also save the trained model as a .keras file and check that it reloads",
-    )
-
-
 def _parser():
     parser = argparse.ArgumentParser(
         prog="mmrep",
@@ -158,7 +137,6 @@ def _parser():
     _add_train(commands)
     _add_evaluate_and_export(commands)
     _add_embed(commands)
-    _add_demo(commands)
     return parser
 
 
@@ -203,10 +181,6 @@ def _run(args):
             batch_size=args.batch_size,
             signature=args.signature,
         )
-    elif args.command == "demo":
-        from mmrep.demo import run_demo
-
-        run_demo(epochs=args.epochs, seed=args.seed, save=args.save)
 
 
 def _user_errors():
@@ -223,8 +197,6 @@ def main(argv=None):
     if args.command is None:
         parser.print_help()
         return 0
-    # TensorFlow's C++ start-up chatter (oneDNN, CUDA probing) hides the command's own output.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         _run(args)
     except _user_errors() as error:

@@ -1,4 +1,12 @@
-"""Test-session setup: two logical CPU devices for tf.distribute, quiet logs, fixed seeds."""
+"""Test-session setup: two logical CPU devices for tf.distribute, quiet logs, fixed seeds,
+and the two tiers.
+
+Plain `python -m pytest` runs the fast tier: every unit and reference test, and the
+conformance harness with its expensive checks once per layer class. Tests marked `slow`
+(every registry case through every check, recipes, CLI end-to-end runs, multi-worker
+training, kill/resume, fresh-process serving, benchmark smoke runs, convergence) run only
+with `--run-slow`, as keras-hub's large tests run only with `--run_large`. CI runs both.
+"""
 
 import os
 
@@ -15,6 +23,24 @@ _cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(
     _cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
 )
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--run-slow",
+        action="store_true",
+        default=False,
+        help="also run the slow tier (tests marked `slow`); CI runs both tiers",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="slow tier: run with --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)

@@ -423,6 +423,35 @@ CHECKS = {
 }
 
 
+def richest_cases(cases, check=None):
+    """`{layer class: its richest case}`: the one exercising the most of the layer.
+
+    Richness counts constructor arguments, tensor and non-tensor call arguments and
+    arguments made at test time; ties go to the first case listed. With `check`, only
+    cases that `check` applies to compete (a class whose cases all exclude it keeps its
+    richest case, which reports the check as not applicable). The fast test tier runs the
+    expensive checks on these cases only.
+    """
+
+    def richness(case):
+        return (
+            len(case.init_kwargs)
+            + (case.make_call_tensors is not None)
+            + len(case.call_kwargs)
+            + (case.make_init_kwargs is not None)
+        )
+
+    def rank(case):
+        return (check is None or check not in case.not_applicable, richness(case))
+
+    richest = {}
+    for case in cases:
+        best = richest.get(case.layer_cls)
+        if best is None or rank(case) > rank(best):
+            richest[case.layer_cls] = case
+    return richest
+
+
 def run_layer_test(case, checks=None):
     """Runs the named checks (by default all that apply) on `case`.
 

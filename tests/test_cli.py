@@ -1,5 +1,6 @@
-"""The `mmrep` command and its built-in demo."""
+"""The `mmrep` command."""
 
+import os
 import subprocess
 import sys
 
@@ -7,7 +8,6 @@ import pytest
 
 from mmrep import __version__
 from mmrep.cli import main
-from mmrep.demo import MODALITIES, run_demo
 
 
 def test_version_and_help(capsys):
@@ -16,38 +16,22 @@ def test_version_and_help(capsys):
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.strip() == f"mmrep {__version__}"
     assert main([]) == 0
-    assert "demo" in capsys.readouterr().out
-
-
-def test_help_does_not_start_tensorflow():
-    code = "import sys; from mmrep.cli import main; main([]); print('tensorflow' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip().endswith("False")
+    usage = capsys.readouterr().out
+    for command in ("train", "evaluate", "export", "embed"):
+        assert command in usage
+    assert "demo" not in usage  # the demo is a recipe now
 
 
 def test_bad_epochs_is_refused(capsys):
     with pytest.raises(SystemExit):
-        main(["demo", "--epochs", "0"])
+        main(["train", "--epochs", "0"])
     assert "argument --epochs: must be at least 1, got 0" in capsys.readouterr().err
-
-
-def test_demo_learns_every_modality_and_ignores_absent_ones(tmp_path, capsys):
-    results = run_demo(epochs=4, save=str(tmp_path / "demo.keras"))
-    assert results["all modalities"] > 0.95
-    # Each missing modality's input holds junk (NaN audio, noise pixels, a caption naming
-    # the wrong digit): the presence mask keeps it out, so accuracy stays high.
-    for m in MODALITIES:
-        assert results[f"{m} missing"] > 0.9, results
-    # Not only the captions: the image and audio encoders learn on their own too.
-    assert results["image only"] > 0.6 and results["audio only"] > 0.6, results
-    assert "identical predictions" in capsys.readouterr().out
 
 
 def test_train_evaluate_and_export_commands(tmp_path, capsys):
     """`mmrep train` (the full-size job, one epoch) in a subprocess, then `mmrep export`
     on its run and the commands' errors for a missing run."""
     import json
-    import os
 
     from mmrep.job import DEFAULT_FUSION
 

@@ -1,7 +1,7 @@
 """Every recipe runs end to end at its smoke size, through the public API only.
 
 Each file in recipes/ is run as a script in a child process with `--smoke` (tiny data and
-epochs), the way a user runs it; the full-size numbers are reported in the README.
+epochs), the way a user runs it; the full-size numbers are reported in docs/recipes.md.
 """
 
 import os

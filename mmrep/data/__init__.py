@@ -4,6 +4,7 @@ from mmrep.data.feature_cache import cache_features, load_features, load_feature
 from mmrep.data.manifest import ManifestError, from_manifest
 from mmrep.data.mmdigits import MODALITIES, SPLITS, load_mmdigits, split_summary
 from mmrep.data.mmdigits_files import export_mmdigits
+from mmrep.data.modality_dropout import with_modality_dropout
 
 __all__ = [
     "MODALITIES",
@@ -16,4 +17,5 @@ __all__ = [
     "load_features_numpy",
     "load_mmdigits",
     "split_summary",
+    "with_modality_dropout",
 ]

@@ -15,6 +15,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mmrep.utils.arguments import check_int
+
 _FORMAT, _VERSION, _META = "mmrep.feature_cache", 1, "cache.json"
 
 
@@ -74,7 +76,7 @@ def cache_features(
     >>> ds = tf.data.Dataset.from_tensor_slices(
     ...     {"audio": np.ones((10, 16), "float32"), "label": np.arange(10)}
     ... )
-    >>> path = cache_features(ds, {"audio": np.abs}, directory, shard_size=4, progress=False)
+    >>> path = cache_features(ds, {"audio": np.abs}, "features/audio", shard_size=4, progress=False)
     >>> load_features_numpy(path)["audio"].shape
     (10, 16)
     """
@@ -84,9 +86,8 @@ def cache_features(
             "Expected `dataset` to be a tf.data.Dataset of dict examples. Received: "
             f"{type(dataset).__name__} with element_spec {getattr(dataset, 'element_spec', None)}"
         )
-    for name, value in (("shard_size", shard_size), ("batch_size", batch_size)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"Expected `{name}` to be a positive int. Received: {name}={value!r}")
+    shard_size = check_int("shard_size", shard_size, minimum=1)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
     available = sorted(dataset.element_spec)
     keep = [keep] if isinstance(keep, str) else list(keep)
     if any(k not in available for k in keep):
@@ -159,7 +160,13 @@ def load_features(directory):
 
     Example:
 
-    >>> ds = load_features(directory).batch(32)
+    >>> ds = tf.data.Dataset.from_tensor_slices(
+    ...     {"audio": np.ones((10, 16), "float32"), "label": np.arange(10)}
+    ... )
+    >>> directory = cache_features(ds, {"audio": np.abs}, "audio_features", progress=False)
+    >>> batch = next(iter(load_features(directory).batch(32)))
+    >>> tuple(batch["audio"].shape), tuple(batch["label"].shape)
+    ((10, 16), (10,))
     """
     directory = os.fspath(directory)
     meta = _read_meta(directory)

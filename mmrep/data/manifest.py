@@ -22,8 +22,10 @@ import numpy as np
 from mmrep.preprocessing.audio_io import SAMPLE_RATE, load_audio
 from mmrep.preprocessing.image_io import decode_image, read_image_file, resize_image
 from mmrep.preprocessing.video_io import read_video
+from mmrep.utils.modalities import MODALITY_ORDER, ordered_modalities
 
-KINDS = ("image", "text", "audio", "video")
+# The kinds of file a modality column may hold.
+KINDS = MODALITY_ORDER
 
 
 class ManifestError(ValueError):
@@ -70,7 +72,12 @@ def read_rows(path):
 
 
 def _columns(path, rows, modalities, ignore):
-    """`{column: kind}` for the modality columns, checking that no column goes unread."""
+    """`{column: kind}` for the modality columns, in mmrep's modality order.
+
+    The order is `ordered_modalities` of the column names, not the manifest's column order,
+    so that the presence mask's columns are where every fusion layer reads them. Checks
+    that no column goes unread.
+    """
     present = list(dict.fromkeys(k for row in rows for k in row))
     if modalities is None:
         modalities = {c: c for c in present if c in KINDS}
@@ -89,7 +96,7 @@ def _columns(path, rows, modalities, ignore):
         raise ManifestError(
             f"{path}: no modality column; expected some of {KINDS}. Found: {present}"
         )
-    return modalities
+    return {c: modalities[c] for c in ordered_modalities(modalities)}
 
 
 def _empty(value):
@@ -247,8 +254,9 @@ def from_manifest(
     Returns:
         An unbatched dataset of dicts: one entry per modality column (uint8 image
         `[S, S, 3]`, string text, float32 audio `[samples]` at 16 kHz, uint8 video
-        `[T, S, S, 3]`), `"presence"` (float32 `[M]`, 1 where the row has the modality, in
-        the order of the modality columns) and, when the manifest has labels, `"label"`
+        `[T, S, S, 3]`), `"presence"` (float32 `[M]`, 1 where the row has the modality, columns
+        in mmrep's modality order: `mmrep.MODALITY_ORDER`, then other modality column
+        names sorted, whatever the manifest's column order) and, when the manifest has labels, `"label"`
         (int32 if every label is an integer, else string).
 
     Raises:

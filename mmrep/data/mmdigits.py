@@ -36,6 +36,7 @@ import numpy as np
 
 from mmrep.data.captions import make_captions
 from mmrep.data.moving_digits import moving_digit_clips
+from mmrep.utils.arguments import check_int
 
 SPLITS = ("train", "validation", "test")
 MODALITIES = ("image", "text", "audio", "video")
@@ -227,13 +228,9 @@ def load_mmdigits(
             f"Expected `modalities` to be a non-empty subset of {MODALITIES}. "
             f"Received: modalities={modalities}"
         )
-    for name, value, low in (
-        ("image_size", image_size, 8),
-        ("video_size", video_size, 8),
-        ("video_frames", video_frames, 1),
-    ):
-        if not isinstance(value, int) or value < low:
-            raise ValueError(f"Expected `{name}` to be an int >= {low}. Received: {name}={value!r}")
+    image_size = check_int("image_size", image_size, minimum=8)
+    video_size = check_int("video_size", video_size, minimum=8)
+    video_frames = check_int("video_frames", video_frames, minimum=1)
     if not 0.25 <= audio_seconds <= 10:
         raise ValueError(
             f"Expected `audio_seconds` in [0.25, 10] (clips last up to ~1.5 s). "

@@ -92,8 +92,8 @@ class SavedModelEncoder(keras.layers.Layer):
     Example:
 
     >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    >>> model.export("/tmp/dense_savedmodel", verbose=False)
-    >>> encoder = SavedModelEncoder("/tmp/dense_savedmodel", signature="serve")
+    >>> model.export("dense_savedmodel", verbose=False)
+    >>> encoder = SavedModelEncoder("dense_savedmodel", signature="serve")
     >>> tuple(encoder(np.ones((4, 3), "float32")).shape)
     (4, 2)
 

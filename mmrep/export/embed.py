@@ -12,6 +12,7 @@ import time
 from mmrep.export import embed_inputs, embed_outputs
 from mmrep.export.errors import ServingError
 from mmrep.export.versions import resolve_saved_model
+from mmrep.utils.arguments import is_int
 
 
 def embed_manifest(
@@ -70,8 +71,8 @@ def embed_manifest(
     Example:
 
     >>> summary = embed_manifest("saved_models/mmdigits_concat", "data/manifest.csv",
-    ...                          "embeddings.parquet")
-    >>> summary["outputs"]
+    ...                          "embeddings.parquet")  # doctest: +SKIP
+    >>> summary["outputs"]  # doctest: +SKIP
     {'embedding': [270, 64], 'probabilities': [270, 10]}
     """
     import keras
@@ -81,10 +82,11 @@ def embed_manifest(
     from mmrep.data.manifest import from_manifest, read_rows
     from mmrep.export.saved_model import read_description
 
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+    if not is_int(batch_size, 1):
         raise ServingError(
             f"Expected `batch_size` to be a positive int. Received: batch_size={batch_size!r}"
         )
+    batch_size = int(batch_size)
     output, manifest = os.fspath(output), os.fspath(manifest)
     folder, how = resolve_saved_model(model)
     extension = embed_outputs.output_format(output)

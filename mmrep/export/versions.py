@@ -12,12 +12,12 @@ Reference:
     TensorFlow Serving, "Serving a TensorFlow Model" (the `base/<version>/` layout).
 """
 
-import numbers
 import os
 import shutil
 import uuid
 
 from mmrep.export.errors import ModelNotFoundError, ServingError, VersionExistsError
+from mmrep.utils.arguments import is_int
 
 _TEMP_PREFIX = ".mmrep-export-"
 _ASIDE_PREFIX = ".mmrep-replaced-"
@@ -29,7 +29,7 @@ def check_version(version):
     Raises:
         ServingError: `version` is not a positive int (bools are refused too).
     """
-    if not isinstance(version, numbers.Integral) or isinstance(version, bool) or int(version) < 1:
+    if not is_int(version, 1):
         raise ServingError(
             f"Expected `version` to be a positive int or None. Received: version={version!r}"
         )

@@ -5,13 +5,13 @@ from keras import ops
 
 from mmrep.fusion import autoencoder_corruption as corruption
 from mmrep.fusion import autoencoder_penalties as penalties
-from mmrep.fusion.modality_inputs import (
+from mmrep.utils.arguments import check_int
+from mmrep.utils.modalities import (
     check_floating,
     check_modality_names,
     check_presence,
     modality_order,
 )
-from mmrep.utils.arguments import is_positive_int
 
 FUSIONS = ("mean", "concat")
 
@@ -54,7 +54,7 @@ class MultimodalAutoencoder(keras.layers.Layer):
 
     Args:
         code_dim: int. Width of the shared code.
-        modalities: list of str, or `None` (the sorted input keys). The order of the
+        modalities: list of str, or `None` (the input keys in mmrep's modality order). The order of the
             columns of `presence`. Defaults to `None`.
         encoder_units: tuple of ints. Hidden widths of each encoder. Defaults to `()`.
         decoder_units: tuple of ints. Hidden widths of each decoder. Defaults to `()`.
@@ -84,7 +84,8 @@ class MultimodalAutoencoder(keras.layers.Layer):
 
     Call arguments:
         inputs: dict `{modality: [B, D_m]}` of floating tensors, every modality a key.
-        presence: optional `[B, M]`, bool or numeric (non-zero: present). `None`: all.
+        presence: optional `[B, M]`, bool or numeric (non-zero: present), columns in
+            `modalities` order, or a dict `{modality: [B]}`. `None`: all present.
         training: bool. Modality dropout and noise apply only when `True`.
 
     Returns:
@@ -233,7 +234,7 @@ class MultimodalAutoencoder(keras.layers.Layer):
     def _presence(self, presence, xs):
         if presence is None:
             return ops.ones((ops.shape(xs[0])[0], len(xs)), "bool")
-        return check_presence(self, presence, len(xs))
+        return check_presence(self, presence, self._order, xs[0])
 
     def _encode(self, xs, kept, dtype, jacobian):
         """The code and its pre-activation; with `jacobian`, also `‖∂h/∂x‖_F²` per example."""
@@ -389,23 +390,20 @@ def _loss_dtype(compute_dtype):
 # === Argument and input checks ===
 
 
-def positive_int(name, value):
-    """Returns `value` as an int, or raises a `ValueError` naming `name`."""
-    if not is_positive_int(value):
-        raise ValueError(f"Expected `{name}` to hold positive ints. Received: {name}={value!r}")
-    return int(value)
-
-
 def check_structure(code_dim, modalities, encoder_units, decoder_units, fusion, tied_weights):
     """Checks the structural arguments; returns `(modalities, encoder_units, decoder_units)`.
 
     Raises:
         ValueError: naming the argument, what was expected and what was received.
     """
-    positive_int("code_dim", code_dim)
+    check_int("code_dim", code_dim, minimum=1)
     modalities = check_modality_names(modalities)
-    encoder_units = tuple(positive_int("encoder_units", u) for u in encoder_units)
-    decoder_units = tuple(positive_int("decoder_units", u) for u in decoder_units)
+    encoder_units = tuple(
+        check_int(f"encoder_units[{i}]", u, minimum=1) for i, u in enumerate(encoder_units)
+    )
+    decoder_units = tuple(
+        check_int(f"decoder_units[{i}]", u, minimum=1) for i, u in enumerate(decoder_units)
+    )
     if fusion not in FUSIONS:
         raise ValueError(f"Expected `fusion` in {FUSIONS}. Received: fusion={fusion!r}")
     if tied_weights and (encoder_units or decoder_units):

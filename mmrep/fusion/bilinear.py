@@ -4,15 +4,15 @@ import keras
 from keras import ops
 
 from mmrep.fusion.count_sketch import count_sketch, count_sketch_hashes, tensor_sketch
-from mmrep.fusion.modality_inputs import (
+from mmrep.utils import power_normalization
+from mmrep.utils.arguments import check_int, is_int
+from mmrep.utils.modalities import (
     check_floating,
     check_modality_names,
     check_presence,
     modality_order,
     presence_column,
 )
-from mmrep.utils import power_normalization
-from mmrep.utils.arguments import is_positive_int
 
 _MODES = ("full", "compact", "low_rank")
 _VARIANTS = ("mfb", "mlb")
@@ -62,7 +62,7 @@ class BilinearFusion(keras.layers.Layer):
         output_dim: int or `None`. The output width for `"compact"` (the sketch length `d`)
             and `"low_rank"`; must be `None` for `"full"`, whose width is `D1 * D2`.
         modalities: list of two str, or `None`. The modality order (`x` first), also the
-            column order of `presence`. `None` takes the sorted keys of the input.
+            column order of `presence`. `None` takes the keys of the input in mmrep's modality order (`mmrep.MODALITY_ORDER`).
             Defaults to `None`.
         signed_sqrt: bool or `None`. Whether to apply the signed square root. `None`
             means `True`, except `False` for MLB. Defaults to `None`.
@@ -85,7 +85,8 @@ class BilinearFusion(keras.layers.Layer):
         inputs: dict `{modality: tensor}` with exactly two floating tensors, both
             `[B, D_m]` or both `[B, N, D_m]` with the same `N`.
         presence: optional `[B, 2]` tensor, bool or numeric (non-zero means present),
-            columns in `modalities` order. `None` means both are present.
+            columns in `modalities` order, or a dict `{modality: [B]}`. Its batch size
+            must be the inputs'. `None` means both are present.
 
     Returns:
         `[B, D1 * D2]` for `"full"`, `[B, output_dim]` otherwise, in the compute dtype.
@@ -145,22 +146,21 @@ class BilinearFusion(keras.layers.Layer):
                 "Expected `output_dim=None` in mode 'full' (its width is D1 * D2). "
                 f"Received: output_dim={output_dim!r}"
             )
-        if mode != "full" and not is_positive_int(output_dim):
+        if mode != "full" and not is_int(output_dim, 1):
             raise ValueError(
                 f"Expected `output_dim` to be a positive int in mode {mode!r}. "
                 f"Received: output_dim={output_dim!r}"
             )
-        if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**62:
-            raise ValueError(f"Expected `seed` to be an int in [0, 2**62). Received: seed={seed!r}")
+        seed = check_int("seed", seed, minimum=0, maximum=2**62 - 1)
         mfb = mode == "low_rank" and variant == "mfb"
         mlb = mode == "low_rank" and variant == "mlb"
-        if factor_k is not None and not (mfb and is_positive_int(factor_k)):
+        if factor_k is not None and not (mfb and is_int(factor_k, 1)):
             raise ValueError(
                 "Expected `factor_k` to be a positive int with mode='low_rank', "
                 f"variant='mfb', or None. Received: factor_k={factor_k!r} (mode={mode!r}, "
                 f"variant={variant!r})"
             )
-        if (hidden_dim is not None or mlb) and not (mlb and is_positive_int(hidden_dim)):
+        if (hidden_dim is not None or mlb) and not (mlb and is_int(hidden_dim, 1)):
             raise ValueError(
                 "Expected `hidden_dim` to be a positive int with mode='low_rank', "
                 f"variant='mlb', and None otherwise. Received: hidden_dim={hidden_dim!r} "
@@ -170,19 +170,19 @@ class BilinearFusion(keras.layers.Layer):
             if value is not None and not isinstance(value, bool):
                 raise ValueError(f"Expected `{name}` to be a bool or None. Received: {value!r}")
         self.mode = mode
-        self.output_dim = output_dim
+        self.output_dim = None if output_dim is None else int(output_dim)
         self.modalities = modalities
         self.signed_sqrt = signed_sqrt
         self.l2_normalize = l2_normalize
         self.seed = seed
         self.variant = variant
-        self.factor_k = factor_k
-        self.hidden_dim = hidden_dim
+        self.factor_k = None if factor_k is None else int(factor_k)
+        self.hidden_dim = None if hidden_dim is None else int(hidden_dim)
         self.missing = missing
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self._mlb = mlb
-        self._k = (factor_k or _MFB_DEFAULT_K) if mfb else None
+        self._k = (self.factor_k or _MFB_DEFAULT_K) if mfb else None
         self._apply_sqrt = not mlb if signed_sqrt is None else signed_sqrt
         self._apply_l2 = not mlb if l2_normalize is None else l2_normalize
 
@@ -271,7 +271,7 @@ class BilinearFusion(keras.layers.Layer):
         self._check_shapes({m: x.shape for m, x in zip(order, features, strict=True)})
         rank = len(features[0].shape)
         if presence is not None:
-            presence = check_presence(self, presence, 2)
+            presence = check_presence(self, presence, order, features[0])
             for i, x in enumerate(features):
                 fill = (
                     ops.cast(self._placeholders[i], x.dtype)

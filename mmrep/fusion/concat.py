@@ -3,14 +3,14 @@
 import keras
 from keras import ops
 
-from mmrep.fusion.modality_inputs import (
+from mmrep.utils.arguments import is_int
+from mmrep.utils.modalities import (
     check_floating,
     check_modality_names,
     check_presence,
     modality_order,
     presence_column,
 )
-from mmrep.utils.arguments import is_positive_int
 
 _NORMALIZATIONS = (None, "l2", "layer")
 
@@ -33,7 +33,8 @@ class ConcatFusion(keras.layers.Layer):
     Args:
         modalities: list of str, or `None`. The modality names, in the order their
             features are concatenated and the columns of `presence` are read. `None`
-            takes the sorted keys of the first input. Defaults to `None`.
+            takes the keys of the first input in mmrep's modality order
+            (`mmrep.MODALITY_ORDER`). Defaults to `None`.
         projection_dim: int, dict `{modality: int}`, or `None`. Width of a learned
             linear projection applied to each modality (a dict projects only the listed
             ones). `None` concatenates the raw features. Defaults to `None`.
@@ -53,7 +54,8 @@ class ConcatFusion(keras.layers.Layer):
             modality must be present as a key; missing examples are marked by
             `presence`, never by leaving a key out or passing `None`.
         presence: optional `[B, M]` tensor, bool or numeric (non-zero means present),
-            columns in `modalities` order. `None` means every modality is present.
+            columns in `modalities` order, or a dict `{modality: [B]}`. Its batch size
+            must be the inputs'. `None` means every modality is present.
 
     Returns:
         `[B, ..., sum_m width_m (+ M)]`, where `width_m` is the projection width or the
@@ -91,9 +93,8 @@ class ConcatFusion(keras.layers.Layer):
                 f"Expected `normalization` to be one of {_NORMALIZATIONS}. "
                 f"Received: normalization={normalization!r}"
             )
-        _check_projection_dim(projection_dim, modalities)
         self.modalities = modalities
-        self.projection_dim = projection_dim
+        self.projection_dim = _check_projection_dim(projection_dim, modalities)
         self.projection_activation = projection_activation
         self.normalization = normalization
         self.presence_indicators = bool(presence_indicators)
@@ -148,7 +149,7 @@ class ConcatFusion(keras.layers.Layer):
         order = modality_order(self, inputs, self._order)
         rank = len(inputs[order[0]].shape)
         if presence is not None:
-            presence = check_presence(self, presence, len(order))
+            presence = check_presence(self, presence, order, inputs[order[0]])
         features = []
         for i, m in enumerate(order):
             x = inputs[m]
@@ -205,8 +206,13 @@ class ConcatFusion(keras.layers.Layer):
 
 
 def _check_projection_dim(projection_dim, modalities):
+    """Checks `projection_dim`; returns it with its widths as Python ints."""
+
     def valid(width):
-        return width is None or is_positive_int(width)
+        return width is None or is_int(width, 1)
+
+    def as_int(width):
+        return None if width is None else int(width)
 
     if isinstance(projection_dim, dict):
         bad = {m: w for m, w in projection_dim.items() if not valid(w)}
@@ -216,8 +222,10 @@ def _check_projection_dim(projection_dim, modalities):
                 "Expected `projection_dim` to map known modality names to positive ints. "
                 f"Received: projection_dim={projection_dim} (modalities={modalities})"
             )
-    elif not valid(projection_dim):
+        return {m: as_int(w) for m, w in projection_dim.items()}
+    if not valid(projection_dim):
         raise ValueError(
             "Expected `projection_dim` to be a positive int, a dict {modality: int}, or None. "
             f"Received: projection_dim={projection_dim!r}"
         )
+    return as_int(projection_dim)

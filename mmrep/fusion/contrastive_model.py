@@ -68,6 +68,7 @@ class ContrastiveModel(keras.Model):
 
     Example:
 
+    >>> from mmrep.fusion import CoordinatedEmbedding
     >>> inputs = {"image": keras.Input((8,), name="image"), "text": keras.Input((5,), name="text")}
     >>> embeddings = CoordinatedEmbedding(4)(inputs)
     >>> model = ContrastiveModel(keras.Model(inputs, embeddings))

@@ -5,15 +5,15 @@ import math
 import keras
 from keras import ops
 
-from mmrep.fusion.modality_inputs import (
+from mmrep.losses.contrastive_keras import LOGIT_SCALE_KEY
+from mmrep.utils.arguments import check_int, is_int
+from mmrep.utils.modalities import (
     check_floating,
     check_modality_names,
     check_presence,
     modality_order,
     presence_column,
 )
-from mmrep.losses.contrastive_keras import LOGIT_SCALE_KEY
-from mmrep.utils.arguments import is_positive_int
 
 _CLIP_INIT = math.log(1.0 / 0.07)
 
@@ -61,8 +61,8 @@ class CoordinatedEmbedding(keras.layers.Layer):
     Args:
         embedding_dim: int. Width of the shared space.
         modalities: list of str, or `None`. The modality names, in the order the
-            columns of `presence` are read. `None` takes the sorted keys of the first
-            input. `"logit_scale"` is reserved. Defaults to `None`.
+            columns of `presence` are read. `None` takes the keys of the first input in
+            mmrep's modality order (`mmrep.MODALITY_ORDER`). `"logit_scale"` is reserved. Defaults to `None`.
         hidden_dims: tuple of ints. Widths of the hidden layers of each head's MLP
             (empty: a linear projection, as in CLIP). Defaults to `()`.
         hidden_activation: str. Activation of the hidden layers. Defaults to `"relu"`.
@@ -77,7 +77,8 @@ class CoordinatedEmbedding(keras.layers.Layer):
     Call arguments:
         inputs: dict `{modality: [B, D_m]}` of floating tensors, one per modality.
         presence: optional `[B, M]` mask, bool or numeric (non-zero means present),
-            columns in `modalities` order. `None` means all present.
+            columns in `modalities` order, or a dict `{modality: [B]}`. Its batch size
+            must be the inputs'. `None` means all present.
 
     Returns:
         dict `{modality: [B, embedding_dim], "logit_scale": [B, 1]}`, the scale
@@ -112,15 +113,13 @@ class CoordinatedEmbedding(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if not is_positive_int(embedding_dim):
-            raise ValueError(
-                f"Expected `embedding_dim` to be a positive int. Received: {embedding_dim!r}"
-            )
+        embedding_dim = check_int("embedding_dim", embedding_dim, minimum=1)
         hidden_dims = tuple(hidden_dims or ())
-        if not all(is_positive_int(h) for h in hidden_dims):
+        if not all(is_int(h, 1) for h in hidden_dims):
             raise ValueError(
                 f"Expected `hidden_dims` to be a tuple of positive ints. Received: {hidden_dims}"
             )
+        hidden_dims = tuple(int(h) for h in hidden_dims)
         modalities = check_modality_names(modalities, reserved=(LOGIT_SCALE_KEY,))
         if not max_logit_scale > 0 or not math.isfinite(logit_scale_init):
             raise ValueError(
@@ -190,7 +189,7 @@ class CoordinatedEmbedding(keras.layers.Layer):
     def call(self, inputs, presence=None):
         order = modality_order(self, inputs, self._order)
         if presence is not None:
-            presence = check_presence(self, presence, len(order))
+            presence = check_presence(self, presence, order, inputs[order[0]])
         embeddings = {}
         for i, m in enumerate(order):
             x = inputs[m]

@@ -19,6 +19,8 @@ sketches exactly as the original did.
 import numpy as np
 from keras import ops
 
+from mmrep.utils.arguments import check_int
+
 _GOLDEN_GAMMA = np.uint64(0x9E3779B97F4A7C15)
 _MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX_2 = np.uint64(0x94D049BB133111EB)
@@ -61,14 +63,10 @@ def count_sketch_hashes(seed, stream, input_dim, output_dim):
     Raises:
         ValueError: if an argument is negative or a dimension is not positive.
     """
-    for name, value, low in (
-        ("seed", seed, 0),
-        ("stream", stream, 0),
-        ("input_dim", input_dim, 1),
-        ("output_dim", output_dim, 1),
-    ):
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-            raise ValueError(f"Expected `{name}` to be an int >= {low}. Received: {name}={value!r}")
+    seed = check_int("seed", seed, minimum=0)
+    stream = check_int("stream", stream, minimum=0)
+    input_dim = check_int("input_dim", input_dim, minimum=1)
+    output_dim = check_int("output_dim", output_dim, minimum=1)
     if seed >= 2**62:
         raise ValueError(f"Expected `seed` < 2**62. Received: seed={seed}")
     with np.errstate(over="ignore"):

@@ -5,14 +5,14 @@ import math
 import keras
 from keras import ops
 
-from mmrep.fusion.modality_inputs import (
+from mmrep.utils.arguments import is_int
+from mmrep.utils.modalities import (
     check_floating,
     check_modality_names,
     check_presence,
     modality_order,
     presence_column,
 )
-from mmrep.utils.arguments import is_positive_int
 
 
 def _vector_dims(layer, input_shape, modalities):
@@ -33,7 +33,7 @@ def _vector_dims(layer, input_shape, modalities):
 def _augmented(layer, inputs, presence, order):
     """`[1; z_m]` per modality in the compute dtype; an absent modality gives `(1, 0, …, 0)`."""
     if presence is not None:
-        presence = check_presence(layer, presence, len(order))
+        presence = check_presence(layer, presence, order, inputs[order[0]])
     augmented = []
     for i, m in enumerate(order):
         z = inputs[m]
@@ -67,14 +67,15 @@ class TensorFusion(keras.layers.Layer):
 
     Args:
         modalities: list of str, or `None`. The order of the outer product and of the
-            columns of `presence`. `None` takes the sorted keys of the input.
+            columns of `presence`. `None` takes the keys of the input in mmrep's modality order (`mmrep.MODALITY_ORDER`).
             Defaults to `None`.
         **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
 
     Call arguments:
         inputs: dict `{modality: [B, D_m] floating tensor}`.
         presence: optional `[B, M]` tensor, bool or numeric (non-zero means present),
-            columns in `modalities` order. `None` means every modality is present.
+            columns in `modalities` order, or a dict `{modality: [B]}`. Its batch size
+            must be the inputs'. `None` means every modality is present.
 
     Returns:
         `[B, Π_m (D_m + 1)]` in the compute dtype.
@@ -142,7 +143,7 @@ class LowRankTensorFusion(keras.layers.Layer):
         output_dim: int. The output width.
         rank: int. The number of rank-one terms `r`.
         modalities: list of str, or `None`. The order of the modalities and of the
-            columns of `presence`. `None` takes the sorted keys of the input.
+            columns of `presence`. `None` takes the keys of the input in mmrep's modality order (`mmrep.MODALITY_ORDER`).
             Defaults to `None`.
         kernel_initializer: Initializer of the factors and the fusion weights.
             Defaults to `"glorot_normal"` (the authors' Xavier normal).
@@ -152,7 +153,8 @@ class LowRankTensorFusion(keras.layers.Layer):
     Call arguments:
         inputs: dict `{modality: [B, D_m] floating tensor}`, any number of modalities.
         presence: optional `[B, M]` tensor, bool or numeric (non-zero means present),
-            columns in `modalities` order. `None` means every modality is present.
+            columns in `modalities` order, or a dict `{modality: [B]}`. Its batch size
+            must be the inputs'. `None` means every modality is present.
 
     Returns:
         `[B, output_dim]` in the compute dtype.
@@ -186,10 +188,10 @@ class LowRankTensorFusion(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         for name, value in (("output_dim", output_dim), ("rank", rank)):
-            if not is_positive_int(value):
+            if not is_int(value, 1):
                 raise ValueError(f"Expected `{name}` to be a positive int. Received: {value!r}")
-        self.output_dim = output_dim
-        self.rank = rank
+        self.output_dim = int(output_dim)
+        self.rank = int(rank)
         self.modalities = check_modality_names(modalities)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)

@@ -3,62 +3,27 @@
 Training drops each modality of each example with probability `DROP_RATE` (never all of
 them), so one model learns every subset of modalities; evaluation fills an absent
 modality's input with junk that would mislead if it were read (`junk_like`), to show that
-the presence mask keeps it out. `mmrep.demo` uses the same two functions.
+the presence mask keeps it out. The dropout is `mmrep.data.with_modality_dropout`.
 """
 
 import numpy as np
 
 from mmrep.data.mmdigits import MODALITIES, load_mmdigits
+from mmrep.data.modality_dropout import with_modality_dropout
 
 DROP_RATE = 0.5
 
 
-def with_modality_dropout(dataset, seed, rate=DROP_RATE, rerandomize=True):
-    """Adds a random presence mask `"presence"` (float32 `[4]`) to each example.
-
-    Each modality is dropped with probability `rate`; an example that would lose all of
-    them keeps one (the example's seed modulo 4), since an example with no modality
-    teaches nothing.
-
-    Args:
-        dataset: `tf.data.Dataset` of example dicts.
-        seed: int. Seed of the draws.
-        rate: float in [0, 1). Drop probability. Defaults to `DROP_RATE` (0.5).
-        rerandomize: bool. Draw new masks at every pass over the data (training), or
-            the same ones (a fixed validation set). Defaults to `True`.
-
-    Returns:
-        The dataset with `"presence"` added (columns in `MODALITIES` order).
-
-    Raises:
-        ValueError: for a rate outside [0, 1).
-    """
-    import tensorflow as tf
-
-    if not 0 <= rate < 1:
-        raise ValueError(f"Expected `rate` in [0, 1). Received: rate={rate}")
-
-    def drop(example, example_seed):
-        keep = tf.random.stateless_uniform((len(MODALITIES),), tf.stack([example_seed, 0])) >= rate
-        fallback = tf.one_hot(example_seed % len(MODALITIES), len(MODALITIES)) > 0
-        keep = tf.where(tf.reduce_any(keep), keep, fallback)
-        return {**example, "presence": tf.cast(keep, tf.float32)}
-
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=rerandomize)
-    return tf.data.Dataset.zip(dataset, seeds).map(drop, num_parallel_calls=tf.data.AUTOTUNE)
-
-
-def junk_like(modality, values, nan_audio=False):
+def junk_like(modality, values):
     """What an absent modality holds in evaluation: values that would mislead if read.
 
-    Full-scale white noise for audio (or NaN), noise images and videos, and a caption
-    naming the wrong digit (nine). The main job's audio encoder (VGGish) refuses
-    non-finite waveforms, so its junk audio is finite noise; the demo's encoder takes NaN.
+    Full-scale white noise for audio, noise images and videos, and a caption naming the
+    wrong digit (nine). The main job's audio encoder (VGGish) refuses non-finite
+    waveforms, so its junk audio is finite noise.
 
     Args:
         modality: str. One of `MODALITIES`.
         values: the real values (array), for their shape.
-        nan_audio: bool. NaN instead of noise for audio. Defaults to `False`.
 
     Returns:
         An array of the same shape (object array of bytes for text).
@@ -70,8 +35,6 @@ def junk_like(modality, values, nan_audio=False):
         raise ValueError(f"Expected a modality in {MODALITIES}. Received: {modality!r}")
     rng = np.random.default_rng(0)
     if modality == "audio":
-        if nan_audio:
-            return np.full(values.shape, np.nan, "float32")
         return rng.uniform(-1.0, 1.0, values.shape).astype("float32")
     if modality == "text":
         return np.full(values.shape, b"a handwritten nine", dtype=object)
@@ -117,7 +80,9 @@ def training_dataset(split, tokenizer, seed, *, rerandomize, limit=None):
         dataset = dataset.take(limit)
     if split == "train":
         dataset = dataset.shuffle(2048, seed=seed, reshuffle_each_iteration=True)
-    dataset = with_modality_dropout(dataset, seed + 1, rerandomize=rerandomize)
+    dataset = with_modality_dropout(
+        dataset, MODALITIES, seed + 1, rate=DROP_RATE, rerandomize=rerandomize
+    )
 
     def prepare(example):
         ids = tf.cast(tokenizer(example["text"][None])[0], tf.int32)

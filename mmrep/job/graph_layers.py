@@ -7,6 +7,8 @@ They keep the job's models plain functional graphs of registered layers, so that
 import keras
 from keras import ops
 
+from mmrep.utils.arguments import is_int
+
 
 def _check_rank2(layer, name, shape):
     if len(shape) != 2:
@@ -38,11 +40,11 @@ class SelectColumns(keras.layers.Layer):
     def __init__(self, columns, **kwargs):
         super().__init__(**kwargs)
         columns = list(columns)
-        if not columns or not all(isinstance(c, int) and c >= 0 for c in columns):
+        if not columns or not all(is_int(c, 0) for c in columns):
             raise ValueError(
                 f"Expected `columns` to be a non-empty list of ints >= 0. Received: {columns}"
             )
-        self.columns = columns
+        self.columns = [int(c) for c in columns]
 
     def call(self, inputs):
         _check_rank2(self, "inputs", inputs.shape)

@@ -13,15 +13,15 @@ from mmrep.job.names import (
     check_choice,
     default_run_name,
 )
+from mmrep.utils.arguments import check_int
 
 LEARNING_RATE = 2e-3
 
 
 def _check_count(name, value, allow_none=True):
     if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"Expected `{name}` to be a positive int. Received: {name}={value!r}")
+        return None
+    return check_int(name, value, minimum=1)
 
 
 def _versions():
@@ -123,10 +123,10 @@ def train_run(
     check_choice("fusion", fusion, FUSIONS)
     check_choice("head", head, HEADS, allow_none=True)
     epochs = DEFAULT_EPOCHS if epochs is None else epochs
-    for argument, value in (("epochs", epochs), ("batch_size", batch_size)):
-        _check_count(argument, value, allow_none=False)
-    _check_count("steps_per_epoch", steps_per_epoch)
-    _check_count("limit", limit)
+    epochs = _check_count("epochs", epochs, allow_none=False)
+    batch_size = _check_count("batch_size", batch_size, allow_none=False)
+    steps_per_epoch = _check_count("steps_per_epoch", steps_per_epoch)
+    limit = _check_count("limit", limit)
     options = options or TrainingOptions()
     sizes = sizes or EncoderSizes()
     name = name or default_run_name(fusion, head)

@@ -22,6 +22,7 @@ import numpy as np
 from keras import ops
 
 from mmrep.losses.contrastive import pair_terms
+from mmrep.utils.arguments import check_int, is_int
 
 _TIES = ("pessimistic", "optimistic")
 
@@ -33,9 +34,9 @@ def _check_ties(ties):
 
 def _check_ks(ks):
     ks = tuple(ks) if isinstance(ks, (list, tuple)) else (ks,)
-    if not ks or not all(isinstance(k, int) and not isinstance(k, bool) and k > 0 for k in ks):
+    if not ks or not all(is_int(k, 1) for k in ks):
         raise ValueError(f"Expected `ks` to be positive ints. Received: ks={ks!r}")
-    return ks
+    return tuple(int(k) for k in ks)
 
 
 def retrieval_ranks(similarity, positives=None, ties="pessimistic"):
@@ -348,10 +349,10 @@ class MedianRank(_RetrievalMetric):
         **kwargs,
     ):
         super().__init__(query, gallery, ties, cross_replica, name, **kwargs)
-        if isinstance(max_rank, bool) or not isinstance(max_rank, int) or max_rank < 1:
-            raise ValueError(f"Expected `max_rank` to be a positive int. Received: {max_rank!r}")
-        self.max_rank = max_rank
-        self.histogram = self.add_variable((max_rank + 1,), "zeros", "float32", name="histogram")
+        self.max_rank = check_int("max_rank", max_rank, minimum=1)
+        self.histogram = self.add_variable(
+            (self.max_rank + 1,), "zeros", "float32", name="histogram"
+        )
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         ranks, valid = self._ranks(y_true, y_pred, sample_weight)

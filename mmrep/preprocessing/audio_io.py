@@ -9,6 +9,8 @@ import librosa
 import numpy as np
 import soundfile as sf
 
+from mmrep.utils.arguments import check_int
+
 SAMPLE_RATE = 16000
 
 # Containers libsndfile owns: when it cannot read one of these the file is broken, and
@@ -55,7 +57,7 @@ def load_audio(path, sample_rate=SAMPLE_RATE, *, max_seconds=None):
         ValueError: `sample_rate` or `max_seconds` is not positive.
     """
     path = Path(os.fspath(path))
-    _check_rate("sample_rate", sample_rate)
+    sample_rate = check_int("sample_rate", sample_rate, minimum=1)
     if max_seconds is not None and (
         isinstance(max_seconds, bool)
         or not isinstance(max_seconds, (int, float, np.number))
@@ -123,8 +125,8 @@ def resample(waveform, orig_sample_rate, sample_rate=SAMPLE_RATE):
         ValueError: a rate is not a positive integer, or `waveform` is not a floating
             array with at least one axis.
     """
-    _check_rate("orig_sample_rate", orig_sample_rate)
-    _check_rate("sample_rate", sample_rate)
+    orig_sample_rate = check_int("orig_sample_rate", orig_sample_rate, minimum=1)
+    sample_rate = check_int("sample_rate", sample_rate, minimum=1)
     waveform = np.asarray(waveform)
     if waveform.ndim == 0 or not np.issubdtype(waveform.dtype, np.floating):
         raise ValueError(
@@ -144,11 +146,6 @@ def _undecodable(path, error):
     # libsndfile's own text, without soundfile's "Error opening <file object>:" prefix.
     reason = getattr(error, "error_string", None) or str(error)
     return AudioDecodeError(f"Cannot decode audio file '{path}': {reason}")
-
-
-def _check_rate(name, rate):
-    if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or rate <= 0:
-        raise ValueError(f"Expected `{name}` to be a positive int. Received: {name}={rate!r}")
 
 
 def _check_wav_data_size(path, handle):

@@ -14,11 +14,12 @@ is still there. `load_image` refuses such a JPEG too when no end-of-image marker
 in the file, so that a partly copied file is reported as one.
 """
 
-import numbers
 import os
 import re
 
 import tensorflow as tf
+
+from mmrep.utils.arguments import is_int
 
 # ITU-R BT.601 luma, the weights PIL's convert("L") uses; applied to the decoded RGB so
 # that `channels=1` means the same thing for every format (TensorFlow's own grey
@@ -224,17 +225,13 @@ def resize_image(images, size):
     return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
 
 
-def _is_positive_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0
-
-
 def _check_size(size):
     """Returns `size` as `(height, width)` (or `None`), refusing anything else."""
     if size is None:
         return None
-    if _is_positive_int(size):
+    if is_int(size, 1):
         return (int(size), int(size))
-    if isinstance(size, tuple | list) and len(size) == 2 and all(map(_is_positive_int, size)):
+    if isinstance(size, tuple | list) and len(size) == 2 and all(is_int(s, 1) for s in size):
         return (int(size[0]), int(size[1]))
     raise ValueError(
         "Expected `size` to be a positive int, a (height, width) pair of positive ints, "
@@ -243,11 +240,7 @@ def _check_size(size):
 
 
 def _check_channels(channels):
-    if (
-        not isinstance(channels, numbers.Integral)
-        or isinstance(channels, bool)
-        or channels not in (1, 3)
-    ):
+    if not is_int(channels) or channels not in (1, 3):
         raise ValueError(f"Expected `channels` to be 1 or 3. Received: channels={channels!r}")
 
 

@@ -21,7 +21,8 @@ import warnings
 import av
 import numpy as np
 
-from mmrep.preprocessing.image_io import _check_size, _is_positive_int, resize_image
+from mmrep.preprocessing.image_io import _check_size, resize_image
+from mmrep.utils.arguments import is_int
 
 _CODECS = ("libx264", "mpeg4")
 # A seek costs a decoder flush and refill: below this many frames of gap, decode through.
@@ -154,7 +155,7 @@ def read_video(path, max_frames=256, size=None):
             `None`.
         ValueError: if `max_frames` or `size` is invalid.
     """
-    check_count("max_frames", max_frames)
+    max_frames = check_count("max_frames", max_frames)
     size = _check_size(size)
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -352,11 +353,16 @@ class FrameSource:
 
 
 def check_count(name, value):
-    """Refuses a `value` that is neither `None` nor a positive int, naming the argument."""
-    if value is not None and not _is_positive_int(value):
+    """Returns `value` (`None` or a positive int) as `None` or a Python int.
+
+    Raises:
+        ValueError: naming the argument, for anything else.
+    """
+    if value is not None and not is_int(value, 1):
         raise ValueError(
             f"Expected `{name}` to be a positive int or None. Received: {name}={value!r}"
         )
+    return None if value is None else int(value)
 
 
 def _has_encoder(name):

@@ -43,7 +43,7 @@ import numpy as np
 
 from mmrep.training import backup_store as store
 from mmrep.training.strategy import is_chief
-from mmrep.utils.arguments import is_int_at_least, is_positive_int
+from mmrep.utils.arguments import check_int, is_int
 
 
 class BackupMismatchError(ValueError):
@@ -153,7 +153,7 @@ class BackupAndRestore(keras.callbacks.Callback):
     Example:
 
     >>> backup = BackupAndRestore("/shared/run-17/backup")
-    >>> model.fit(train.dataset, epochs=20, callbacks=[train.callback, backup])
+    >>> model.fit(train.dataset, epochs=20, callbacks=[train.callback, backup])  # doctest: +SKIP
     """
 
     def __init__(self, backup_dir, save_freq="epoch", delete_checkpoint=True, keep=2, verbose=0):
@@ -166,18 +166,18 @@ class BackupAndRestore(keras.callbacks.Callback):
                 "Expected `backup_dir` to be a file-system path with atomic renames (local or "
                 f"a shared mount). Received: backup_dir={backup_dir!r}"
             )
-        if save_freq != "epoch" and not is_positive_int(save_freq):
-            raise ValueError(
-                f"Expected `save_freq` to be 'epoch' or a positive int. Received: {save_freq!r}"
-            )
-        if not is_positive_int(keep):
-            raise ValueError(f"Expected `keep` to be an int >= 1. Received: keep={keep!r}")
+        if save_freq != "epoch":
+            if not is_int(save_freq, 1):
+                raise ValueError(
+                    f"Expected `save_freq` to be 'epoch' or a positive int. Received: {save_freq!r}"
+                )
+            save_freq = int(save_freq)
+        keep = check_int("keep", keep, minimum=1)
         if not isinstance(delete_checkpoint, bool):
             raise ValueError(
                 f"Expected `delete_checkpoint` to be a bool. Received: {delete_checkpoint!r}"
             )
-        if not is_int_at_least(verbose, 0):
-            raise ValueError(f"Expected `verbose` to be an int >= 0. Received: verbose={verbose!r}")
+        verbose = check_int("verbose", verbose, minimum=0)
         self.backup_dir = backup_dir
         self.save_freq = save_freq
         self.delete_checkpoint = delete_checkpoint

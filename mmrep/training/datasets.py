@@ -37,7 +37,7 @@ for batch in strategy.experimental_distribute_dataset(dataset):
 
 import tensorflow as tf
 
-from mmrep.utils.arguments import is_positive_int
+from mmrep.utils.arguments import is_int
 
 _POLICIES = {
     "auto": tf.data.experimental.AutoShardPolicy.AUTO,
@@ -67,11 +67,12 @@ def per_replica_batch_size(global_batch_size, strategy=None):
     >>> per_replica_batch_size(64)  # one device
     64
     """
-    if not is_positive_int(global_batch_size):
+    if not is_int(global_batch_size, 1):
         raise ValueError(
             "Expected `global_batch_size` to be a positive int. "
             f"Received: global_batch_size={global_batch_size!r}"
         )
+    global_batch_size = int(global_batch_size)
     strategy = tf.distribute.get_strategy() if strategy is None else strategy
     replicas = int(strategy.num_replicas_in_sync)
     if global_batch_size % replicas:

@@ -36,7 +36,7 @@ import typing
 import keras
 import tensorflow as tf
 
-from mmrep.utils.arguments import is_int_at_least, is_positive_int
+from mmrep.utils.arguments import check_int, is_int
 
 _SEED_LIMIT = 2**63
 # `tf.data` reduces a shuffle's seeds modulo 2**31 - 1.
@@ -107,25 +107,21 @@ def epoch_shuffled(dataset, global_batch_size, seed, buffer_size=None, drop_rema
 
     Example:
 
+    >>> x, y = np.ones((150, 3), "float32"), np.zeros(150, "int32")
     >>> examples = tf.data.Dataset.from_tensor_slices((x, y))
     >>> train = epoch_shuffled(examples, global_batch_size=64, seed=1)
-    >>> model.fit(train.dataset, epochs=10, callbacks=[train.callback, backup])
+    >>> [int(batch_x.shape[0]) for batch_x, _ in train.dataset]
+    [64, 64, 22]
+    >>> model.fit(train.dataset, epochs=10, callbacks=[train.callback, backup])  # doctest: +SKIP
     """
     if not isinstance(dataset, tf.data.Dataset):
         raise TypeError(
             "Expected `dataset` to be a tf.data.Dataset of single examples. "
             f"Received: dataset of type {type(dataset).__name__}"
         )
-    if not is_positive_int(global_batch_size):
-        raise ValueError(
-            "Expected `global_batch_size` to be a positive int. "
-            f"Received: global_batch_size={global_batch_size!r}"
-        )
-    if not (is_int_at_least(seed, 0) and seed < _SEED_LIMIT):
-        raise ValueError(
-            f"Expected `seed` to be an int in [0, {_SEED_LIMIT}). Received: seed={seed!r}"
-        )
-    if buffer_size is not None and not is_positive_int(buffer_size):
+    global_batch_size = check_int("global_batch_size", global_batch_size, minimum=1)
+    seed = check_int("seed", seed, minimum=0, maximum=_SEED_LIMIT - 1)
+    if buffer_size is not None and not is_int(buffer_size, 1):
         raise ValueError(
             "Expected `buffer_size` to be a positive int or None (a full shuffle). "
             f"Received: buffer_size={buffer_size!r}"

@@ -30,6 +30,8 @@ def add_training_arguments(parser):
 
     Example:
 
+    >>> import argparse
+    >>> from mmrep.training import TrainingOptions
     >>> parser = argparse.ArgumentParser()
     >>> _ = add_training_arguments(parser)
     >>> TrainingOptions.from_args(parser.parse_args(["--jit-compile"]))

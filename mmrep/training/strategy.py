@@ -35,6 +35,8 @@ import socket
 
 import tensorflow as tf
 
+from mmrep.utils.arguments import is_int
+
 _TRAINING_JOBS = ("chief", "worker")
 _KNOWN_JOBS = ("chief", "worker", "ps", "evaluator")
 # The dtypes TensorFlow's collective reduce accepts (CollectiveReduceV2).
@@ -131,7 +133,7 @@ def _check_task(task, cluster, raw):
             'expected \'task\' to be an object {"type": job name, "index": int}', raw
         )
     task_type, index = task["type"], task["index"]
-    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+    if not is_int(index, 0):
         raise _tf_config_error(f"expected task 'index' to be an int >= 0, got {index!r}", raw)
     # An evaluator watches the training cluster from outside it, so it need not be listed.
     if task_type == "evaluator" and "evaluator" not in cluster:

@@ -34,7 +34,7 @@ import numpy as np
 import tensorflow as tf
 from keras import tree
 
-from mmrep.utils.arguments import is_positive_int
+from mmrep.utils.arguments import is_int
 
 _METHODS = ("vectorized", "loop")
 
@@ -95,10 +95,11 @@ def per_example_gradients(fn, variables, inputs, batch_size=None, method="vector
         raise TypeError(f"Expected `fn` to be callable. Received: {type(fn).__name__}")
     if method not in _METHODS:
         raise ValueError(f"Expected `method` to be one of {list(_METHODS)}. Received: {method!r}")
-    if batch_size is not None and not is_positive_int(batch_size):
+    if batch_size is not None and not is_int(batch_size, 1):
         raise ValueError(
             f"Expected `batch_size` to be a positive int or None. Received: {batch_size!r}"
         )
+    batch_size = None if batch_size is None else int(batch_size)
     variables = _check_variables(variables)
     inputs = tree.map_structure(tf.convert_to_tensor, inputs)
     static_batch = _batch_size_of(inputs)

@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 from keras import tree
 
-from mmrep.utils.arguments import is_positive_int
+from mmrep.utils.arguments import is_int
 
 
 def num_examples(batch):
@@ -49,12 +49,14 @@ def sample_batches(data, batch_size, num_samples=None, name="samples"):
             examples than asked; arrays of different lengths; a bad `batch_size` or
             `num_samples`.
     """
-    if not is_positive_int(batch_size):
+    if not is_int(batch_size, 1):
         raise ValueError(f"Expected `batch_size` to be a positive int. Received: {batch_size!r}")
-    if num_samples is not None and not is_positive_int(num_samples):
+    if num_samples is not None and not is_int(num_samples, 1):
         raise ValueError(
             f"Expected `num_samples` to be a positive int or None. Received: {num_samples!r}"
         )
+    batch_size = int(batch_size)
+    num_samples = None if num_samples is None else int(num_samples)
     if isinstance(data, tf.data.Dataset):
         yield from _dataset_batches(data, num_samples)
     elif callable(data):

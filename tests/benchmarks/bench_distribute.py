@@ -1,10 +1,10 @@
-"""Data-parallel scaling and XLA: training steps of the demo model under tf.distribute.
+"""Data-parallel scaling and XLA: training steps of a recipe's model under tf.distribute.
 
-The model is the built-in demo's (mmrep/demo.py: a CNN for images, a bag of caption
+The model is recipes/missing_modalities_mmdigits.py's (a CNN for images, a bag of caption
 tokens, a log-mel CNN for audio, a per-frame CNN averaged over time for video,
 `ConcatFusion` with a presence mask, a softmax classifier; Adam) on mmdigits (the
 validation split, repeated). Its captions are tokenised in the input pipeline by the
-demo model's own `TextVectorization`, and the model trained is the demo's from the token
+recipe model's own `TextVectorization`, and the model trained is the recipe's from the token
 ids on: Keras 3.15 `fit` under MirroredStrategy cannot take string inputs (it averages a
 data batch over replicas to build the model), and XLA cannot compile string ops. At
 smoke size a small two-modality stand-in replaces it (see `_model`).
@@ -151,7 +151,7 @@ def _server(mode, size):
 
 def _describe(size, what):
     s = SIZES[size]
-    model = "demo model on mmdigits" if size == "full" else "smoke stand-in model"
+    model = "recipe model on mmdigits" if size == "full" else "smoke stand-in model"
     return f"{model}, {what}, {s['batch']} examples per replica per step"
 
 
@@ -184,7 +184,7 @@ def two_workers_vs_one_device(size="full"):
 
 @benchmark("distribute_xla_vs_no_xla")
 def xla_vs_no_xla(size="full"):
-    """Demo-model training on one device: jit_compile=True vs False."""
+    """Recipe-model training on one device: jit_compile=True vs False."""
     local, s = _server("local", size), SIZES[size]
     return Comparison(
         mmrep=lambda: local.run("one_device_xla", s["steps"]),
@@ -219,12 +219,12 @@ def _data(size):
 
 
 def _model(size, captions):
-    """`(model from token ids, its TextVectorization)`: the demo's, or a smoke stand-in.
+    """`(model from token ids, its TextVectorization)`: the recipe's, or a smoke stand-in.
 
-    The demo model's TextVectorization moves to the input pipeline; the model trained
-    is the demo's from its token ids on. At smoke size a two-modality stand-in (image,
+    The recipe model's TextVectorization moves to the input pipeline; the model trained
+    is the recipe's from its token ids on. At smoke size a two-modality stand-in (image,
     caption tokens, ConcatFusion, classifier) keeps the tracing short: the smoke run
-    tests the machinery, and the demo model takes ~15 s per configuration to trace.
+    tests the machinery, and the recipe model takes ~15 s per configuration to trace.
     """
     import warnings
 
@@ -248,14 +248,20 @@ def _model(size, captions):
         outputs = keras.layers.Dense(10, activation="softmax")(fused)
         return keras.Model({"image": image, "text": text, "presence": presence}, outputs), vectorize
 
-    from mmrep import demo
+    import importlib.util
 
-    model = demo.build_model(captions)
+    recipe = os.path.join(
+        os.path.dirname(__file__), "..", "..", "recipes", "missing_modalities_mmdigits.py"
+    )
+    spec = importlib.util.spec_from_file_location("missing_modalities_recipe", recipe)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = module.build_model(captions)
     vectorize = next(x for x in model.layers if isinstance(x, keras.layers.TextVectorization))
     inputs = {**model.input, "text": vectorize.output}
     with warnings.catch_warnings():  # the token input keeps its tensor's own name
         warnings.simplefilter("ignore", UserWarning)
-        trunk = keras.Model(inputs, model.output, name="demo_from_tokens")
+        trunk = keras.Model(inputs, model.output, name="recipe_from_tokens")
     return trunk, vectorize
 
 

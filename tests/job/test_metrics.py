@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from mmrep.data import with_modality_dropout
 from mmrep.data.mmdigits import MODALITIES
-from mmrep.job.data import DROP_RATE, with_absent, with_modality_dropout
+from mmrep.job.data import DROP_RATE, with_absent
 from mmrep.job.metrics import accuracies, conditions, format_table, retrieval
 
 
@@ -102,8 +103,12 @@ def test_format_table_shows_the_numbers():
 
 def test_modality_dropout_keeps_one_modality_and_drops_half():
     examples = tf.data.Dataset.from_tensor_slices({"label": np.arange(4000)})
-    first = np.stack([e["presence"] for e in with_modality_dropout(examples, seed=5)])
-    second = np.stack([e["presence"] for e in with_modality_dropout(examples, seed=5)])
+    first = np.stack(
+        [e["presence"] for e in with_modality_dropout(examples, MODALITIES, seed=5, rate=DROP_RATE)]
+    )
+    second = np.stack(
+        [e["presence"] for e in with_modality_dropout(examples, MODALITIES, seed=5, rate=DROP_RATE)]
+    )
     assert first.shape == (4000, 4) and set(np.unique(first)) == {0.0, 1.0}
     assert first.sum(axis=1).min() == 1, "an example lost every modality"
     # Each modality is kept with probability 1 - p, plus the fallback's share when all
@@ -111,11 +116,11 @@ def test_modality_dropout_keeps_one_modality_and_drops_half():
     keep = 1 - DROP_RATE + DROP_RATE**4 / 4
     np.testing.assert_allclose(first.mean(axis=0), keep, atol=0.03)
     np.testing.assert_array_equal(first, second)  # reproducible from the seed
-    fixed = with_modality_dropout(examples, seed=5, rerandomize=False)
+    fixed = with_modality_dropout(examples, MODALITIES, seed=5, rerandomize=False)
     once, again = ([e["presence"].numpy() for e in fixed] for _ in range(2))
     np.testing.assert_array_equal(once, again)
     with pytest.raises(ValueError, match="rate"):
-        with_modality_dropout(examples, seed=0, rate=1.0)
+        with_modality_dropout(examples, MODALITIES, seed=0, rate=1.0)
 
 
 def test_with_absent_fills_junk_and_the_mask():

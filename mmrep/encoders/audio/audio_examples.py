@@ -78,15 +78,15 @@ class AudioExamples(keras.layers.Layer):
 
     def __init__(self, frontend=None, example_frames=96, example_hop=96, pad_short=False, **kwargs):
         super().__init__(**kwargs)
-        checks.check_positive_int("example_frames", example_frames)
-        checks.check_positive_int("example_hop", example_hop)
+        example_frames = checks.check_positive_int("example_frames", example_frames)
+        example_hop = checks.check_positive_int("example_hop", example_hop)
         if not isinstance(pad_short, bool):
             raise ValueError(
                 f"Expected `pad_short` to be a bool. Received: pad_short={pad_short!r}"
             )
         self.frontend = resolve_frontend(frontend, self.dtype_policy)
-        self.example_frames = int(example_frames)
-        self.example_hop = int(example_hop)
+        self.example_frames = example_frames
+        self.example_hop = example_hop
         self.pad_short = pad_short
         self.autocast = False
 

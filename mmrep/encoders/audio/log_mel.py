@@ -129,17 +129,14 @@ class LogMelSpectrogram(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        for name, value in (
-            ("sample_rate", sample_rate),
-            ("window_length", window_length),
-            ("hop_length", hop_length),
-            ("num_mel_bins", num_mel_bins),
-        ):
-            checks.check_positive_int(name, value)
+        sample_rate = checks.check_positive_int("sample_rate", sample_rate)
+        window_length = checks.check_positive_int("window_length", window_length)
+        hop_length = checks.check_positive_int("hop_length", hop_length)
+        num_mel_bins = checks.check_positive_int("num_mel_bins", num_mel_bins)
         if fft_length is None:
             resolved_fft = 2 ** math.ceil(math.log2(window_length))
         else:
-            checks.check_positive_int("fft_length", fft_length)
+            fft_length = checks.check_positive_int("fft_length", fft_length)
             if fft_length < window_length:
                 raise ValueError(
                     "Expected `fft_length` >= `window_length` "
@@ -165,11 +162,11 @@ class LogMelSpectrogram(keras.layers.Layer):
                 f"Expected `stft_dtype` to be one of {_STFT_DTYPES}. "
                 f"Received: stft_dtype={stft_dtype!r}"
             )
-        self.sample_rate = int(sample_rate)
-        self.window_length = int(window_length)
-        self.hop_length = int(hop_length)
+        self.sample_rate = sample_rate
+        self.window_length = window_length
+        self.hop_length = hop_length
         self.fft_length = fft_length
-        self.num_mel_bins = int(num_mel_bins)
+        self.num_mel_bins = num_mel_bins
         self.lower_edge_hertz = float(lower_edge_hertz)
         self.upper_edge_hertz = float(upper_edge_hertz)
         self.log_offset = float(log_offset)

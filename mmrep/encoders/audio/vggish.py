@@ -6,6 +6,7 @@ from keras import ops
 from mmrep.encoders.audio import waveform_checks as checks
 from mmrep.encoders.audio.audio_examples import AudioExamples
 from mmrep.encoders.pooling import POOLINGS, masked_pool
+from mmrep.utils.arguments import is_int
 from mmrep.utils.masks import as_bool_mask
 
 _POOLINGS = (None, *POOLINGS)
@@ -110,13 +111,13 @@ class VGGish(keras.layers.Layer):
                 f"Received: conv_filters={conv_filters}"
             )
         fc_units = _int_tuple("fc_units", fc_units, allow_empty=True)
-        checks.check_positive_int("embedding_dim", embedding_dim)
+        example_hop = checks.check_positive_int("example_hop", example_hop)
         self.pooling = pooling
         self.pad_short = pad_short
         self.example_hop = example_hop
         self.conv_filters = conv_filters
         self.fc_units = fc_units
-        self.embedding_dim = int(embedding_dim)
+        self.embedding_dim = checks.check_positive_int("embedding_dim", embedding_dim)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         # Waveforms must reach the frontend in float32: no autocast on the way in.
         self.autocast = False
@@ -318,12 +319,8 @@ def _int_tuple(name, value, allow_empty=False):
         items = tuple(value)
     except TypeError:
         items = None
-    if (
-        items is None
-        or (not items and not allow_empty)
-        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in items)
-    ):
+    if items is None or (not items and not allow_empty) or not all(is_int(v, 1) for v in items):
         raise ValueError(
             f"Expected `{name}` to be a sequence of positive ints. Received: {name}={value!r}"
         )
-    return items
+    return tuple(int(v) for v in items)

@@ -55,9 +55,8 @@ class VGGishPostprocess(keras.layers.Layer):
         super().__init__(**kwargs)
         if not isinstance(quantize, bool):
             raise ValueError(f"Expected `quantize` to be a bool. Received: quantize={quantize!r}")
-        checks.check_positive_int("embedding_dim", embedding_dim)
         self.quantize = quantize
-        self.embedding_dim = int(embedding_dim)
+        self.embedding_dim = checks.check_positive_int("embedding_dim", embedding_dim)
         self.autocast = False
 
     def build(self, input_shape):

@@ -12,12 +12,16 @@ import numbers
 import keras
 import tensorflow as tf
 
+from mmrep.utils.arguments import is_int
+
 INT16_SCALE = 1.0 / 32768.0
 
 
 def check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+    """Returns `value` as a Python int, or raises a `ValueError` naming `name`."""
+    if not is_int(value, 1):
         raise ValueError(f"Expected `{name}` to be a positive int. Received: {name}={value!r}")
+    return int(value)
 
 
 def check_number(name, value):
@@ -29,11 +33,7 @@ def check_sample_rate(layer, sample_rate):
     """Refuses a declared sample rate other than the layer's."""
     if sample_rate is None:
         return
-    if (
-        isinstance(sample_rate, bool)
-        or not isinstance(sample_rate, numbers.Integral)
-        or sample_rate != layer.sample_rate
-    ):
+    if not is_int(sample_rate) or sample_rate != layer.sample_rate:
         raise ValueError(
             f"{layer.name}: expected audio at sample_rate={layer.sample_rate} Hz; resample "
             "it first (mmrep.preprocessing.resample, or load_audio(path, "

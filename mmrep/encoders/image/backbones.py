@@ -23,6 +23,8 @@ from collections.abc import Callable
 import keras
 from keras import ops
 
+from mmrep.utils.arguments import is_int
+
 # keras.applications.imagenet_utils, mode="caffe": BGR channel means.
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 PREPROCESSING = ("in_model", "caffe", "tf")
@@ -102,13 +104,12 @@ def small_cnn(input_shape=(32, 32, 3), filters=(16, 32, 64), name="small_cnn"):
             input is too small for its pools.
     """
     widths = tuple(filters) if isinstance(filters, list | tuple) else ()
-    if not widths or not all(
-        isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths
-    ):
+    if not widths or not all(is_int(w, 1) for w in widths):
         raise ValueError(
             "Expected `filters` to be a non-empty sequence of positive ints. "
             f"Received: filters={filters!r}"
         )
+    widths = tuple(int(w) for w in widths)
     smallest = 2 ** (len(widths) - 1)
     if any(side is not None and side < smallest for side in input_shape[:2]):
         raise ValueError(

@@ -5,6 +5,7 @@ from keras import ops
 
 from mmrep.encoders.image import backbones as bb
 from mmrep.encoders.image.image_weights import load_backbone_weights, resolve_weights
+from mmrep.utils.arguments import is_int
 
 _POOLINGS = (None, "avg", "max")
 
@@ -239,17 +240,13 @@ class ImageEncoder(keras.layers.Layer):
             ValueError: if `num_blocks` is out of range or not an int.
         """
         count = len(self._blocks)
-        if num_blocks is not None and (
-            isinstance(num_blocks, bool)
-            or not isinstance(num_blocks, int)
-            or not 0 <= num_blocks <= count
-        ):
+        if num_blocks is not None and not is_int(num_blocks, 0, count):
             raise ValueError(
                 f"Expected `trainable_blocks` to be None or an int in [0, {count}] (backbone "
                 f"{self.backbone!r} has {count} blocks: {self.blocks}). "
                 f"Received: trainable_blocks={num_blocks!r}"
             )
-        self.trainable_blocks = num_blocks
+        self.trainable_blocks = None if num_blocks is None else int(num_blocks)
         self._apply_freezing()
         return self
 
@@ -362,19 +359,17 @@ class ImageEncoder(keras.layers.Layer):
 def _image_size(value, default):
     if value is None:
         return (default, default)
-    size = (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
+    size = (value, value) if is_int(value) else value
     try:
         size = tuple(size)
     except TypeError:
         size = ()
-    if len(size) != 2 or not all(
-        isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size
-    ):
+    if len(size) != 2 or not all(is_int(s, 1) for s in size):
         raise ValueError(
             "Expected `image_size` to be None, a positive int or (height, width). "
             f"Received: image_size={value!r}"
         )
-    return size
+    return tuple(int(s) for s in size)
 
 
 def _value_range(value):

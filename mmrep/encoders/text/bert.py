@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from mmrep.encoders.text.bert_layers import BertEmbedding, BertTransformerBlock, _initializer
+from mmrep.utils.arguments import check_int, is_int
 
 _POOLINGS = (None, "cls", "pooled", "mean")
 INPUT_KEYS = ("token_ids", "padding_mask", "segment_ids")
@@ -106,15 +107,9 @@ class BertEncoder(keras.layers.Layer):
                 "Expected a `pooling` with normalize=True (it normalises the sentence vector). "
                 "Received: pooling=None"
             )
-        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 0:
-            raise ValueError(f"Expected `num_layers` to be an int >= 0. Received: {num_layers!r}")
-        self.vocabulary_size = vocabulary_size
-        self.num_layers = num_layers
+        self.num_layers = check_int("num_layers", num_layers, minimum=0)
         self.num_heads = num_heads
-        self.hidden_size = hidden_size
         self.intermediate_size = intermediate_size
-        self.max_position_embeddings = max_position_embeddings
-        self.type_vocabulary_size = type_vocabulary_size
         self.activation = activation
         self.dropout = dropout
         self.attention_dropout = attention_dropout
@@ -135,9 +130,14 @@ class BertEncoder(keras.layers.Layer):
             name="embedding",
             dtype=self.dtype_policy,
         )
+        # The embedding checked its four sizes and holds them as Python ints.
+        self.vocabulary_size = self.embedding.vocabulary_size
+        self.hidden_size = self.embedding.hidden_size
+        self.max_position_embeddings = self.embedding.max_position_embeddings
+        self.type_vocabulary_size = self.embedding.type_vocabulary_size
         self.blocks = [
             BertTransformerBlock(
-                hidden_size=hidden_size,
+                hidden_size=self.hidden_size,
                 num_heads=num_heads,
                 intermediate_size=intermediate_size,
                 activation=activation,
@@ -148,10 +148,10 @@ class BertEncoder(keras.layers.Layer):
                 name=f"transformer_layer_{i}",
                 dtype=self.dtype_policy,
             )
-            for i in range(num_layers)
+            for i in range(self.num_layers)
         ]
         self.pooler = keras.layers.Dense(
-            hidden_size,
+            self.hidden_size,
             activation="tanh",
             kernel_initializer=_initializer(initializer_range),
             name="pooler",
@@ -169,15 +169,12 @@ class BertEncoder(keras.layers.Layer):
         `0` makes every part trainable again (the layer's own `trainable` flag still
         applies on top).
         """
-        if (
-            isinstance(num_layers, bool)
-            or not isinstance(num_layers, int)
-            or not 0 <= num_layers <= self.num_layers
-        ):
+        if not is_int(num_layers, 0, self.num_layers):
             raise ValueError(
                 f"Expected `frozen_layers` to be an int in [0, {self.num_layers}] (the "
                 f"number of transformer layers). Received: {num_layers!r}"
             )
+        num_layers = int(num_layers)
         self.frozen_layers = num_layers
         self.embedding.trainable = num_layers == 0
         for i, block in enumerate(self.blocks):

@@ -5,6 +5,8 @@ import math
 import keras
 from keras import ops
 
+from mmrep.utils.arguments import check_int
+
 # Hugging Face `hidden_act` names and what they compute.
 ACTIVATIONS = {
     "gelu": lambda x: ops.gelu(x, approximate=False),
@@ -73,14 +75,12 @@ class BertEmbedding(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        for name, value in (
-            ("vocabulary_size", vocabulary_size),
-            ("hidden_size", hidden_size),
-            ("max_position_embeddings", max_position_embeddings),
-            ("type_vocabulary_size", type_vocabulary_size),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"Expected `{name}` to be a positive int. Received: {value!r}")
+        vocabulary_size = check_int("vocabulary_size", vocabulary_size, minimum=1)
+        hidden_size = check_int("hidden_size", hidden_size, minimum=1)
+        max_position_embeddings = check_int(
+            "max_position_embeddings", max_position_embeddings, minimum=1
+        )
+        type_vocabulary_size = check_int("type_vocabulary_size", type_vocabulary_size, minimum=1)
         self.vocabulary_size = vocabulary_size
         self.hidden_size = hidden_size
         self.max_position_embeddings = max_position_embeddings

@@ -8,6 +8,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from mmrep.encoders.text.wordpiece_tokenizer import WordPieceTokenizer
+from mmrep.utils.arguments import check_int, is_int
 
 _ON_TRUNCATION = ("warn", "error", "ignore")
 _UNKNOWN_LENGTH = 10**12  # transformers' model_max_length when the folder does not say
@@ -46,11 +47,11 @@ class TextTokenizer:
 
     Example:
 
-    >>> tokenizer = TextTokenizer.from_pretrained("checkpoints/bert-base-uncased")
-    >>> batch = tokenizer(["a first text", "another"], sequence_length=16)
-    >>> batch["token_ids"].shape, batch["token_ids"].dtype
+    >>> tokenizer = TextTokenizer.from_pretrained("checkpoints/bert-base-uncased")  # doctest: +SKIP
+    >>> batch = tokenizer(["a first text", "another"], sequence_length=16)  # doctest: +SKIP
+    >>> batch["token_ids"].shape, batch["token_ids"].dtype  # doctest: +SKIP
     ((2, 16), dtype('int32'))
-    >>> layer = tokenizer.in_graph()  # the same ids inside a TensorFlow graph
+    >>> layer = tokenizer.in_graph()  # the same ids inside a TensorFlow graph  # doctest: +SKIP
 
     Reference:
         Devlin et al., "BERT: Pre-training of Deep Bidirectional Transformers for
@@ -243,17 +244,14 @@ class TextTokenizer:
         warnings.warn(message, stacklevel=3)
 
     def _check_sequence_length(self, value):
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 2:
-            raise ValueError(
-                f"Expected `sequence_length` to be an int >= 2. Received: sequence_length={value!r}"
-            )
+        value = check_int("sequence_length", value, minimum=2)
         limit = self.max_position_embeddings
         if limit is not None and value > limit:
             raise ValueError(
                 f"Expected `sequence_length` <= max_position_embeddings={limit} of the "
                 f"checkpoint in {self.directory!r}. Received: sequence_length={value}"
             )
-        return int(value)
+        return value
 
     # === In-graph layer ===
 
@@ -393,7 +391,7 @@ def _max_position_embeddings(directory, hf_tokenizer):
                 config = json.load(f)
         except (OSError, ValueError) as error:
             raise ValueError(f"Could not read {path!r} as JSON: {error}") from error
-        if isinstance(config, dict) and isinstance(config.get("max_position_embeddings"), int):
+        if isinstance(config, dict) and is_int(config.get("max_position_embeddings")):
             return config["max_position_embeddings"]
     length = hf_tokenizer.model_max_length
     return int(length) if length and length < _UNKNOWN_LENGTH else None

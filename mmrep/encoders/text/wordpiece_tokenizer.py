@@ -7,6 +7,7 @@ import tensorflow as tf
 import tensorflow_text as tf_text
 
 from mmrep.encoders.text import bert_text_rules as rules
+from mmrep.utils.arguments import check_int
 
 _OUTPUT_KEYS = ("token_ids", "padding_mask", "segment_ids")
 
@@ -124,12 +125,10 @@ class WordPieceTokenizer(keras.layers.Layer):
             raise ValueError(
                 f"Expected distinct tokens in `vocabulary`. Received repeated: {duplicates[:5]}"
             )
-        for name, value in (
-            ("sequence_length", sequence_length),
-            ("max_input_chars_per_word", max_input_chars_per_word),
-        ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 2:
-                raise ValueError(f"Expected `{name}` to be an int >= 2. Received: {name}={value!r}")
+        sequence_length = check_int("sequence_length", sequence_length, minimum=2)
+        max_input_chars_per_word = check_int(
+            "max_input_chars_per_word", max_input_chars_per_word, minimum=2
+        )
         specials = [unknown_token, cls_token, sep_token, pad_token]
         specials += [mask_token] if mask_token is not None else []
         specials += list(extra_special_tokens)

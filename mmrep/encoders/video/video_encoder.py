@@ -6,6 +6,7 @@ from keras import ops
 from tensorflow.python.ops import control_flow_util
 
 from mmrep.encoders.pooling import POOLINGS, masked_pool
+from mmrep.utils.arguments import is_int
 from mmrep.utils.masks import as_bool_mask
 
 _POOLINGS = (*POOLINGS, "sequence")
@@ -112,9 +113,7 @@ class VideoEncoder(keras.layers.Layer):
             shape = self.frame_encoder.compute_output_shape(frame_shape)
         except NotImplementedError:
             shape = None
-        if not isinstance(shape, (tuple, list)) or not all(
-            d is None or isinstance(d, int) for d in shape
-        ):
+        if not isinstance(shape, (tuple, list)) or not all(d is None or is_int(d) for d in shape):
             raise ValueError(
                 f"{self.name}: `frame_encoder` must return one vector per frame [N, D]. "
                 f"For frames {frame_shape} it returns {shape!r}"

@@ -23,7 +23,7 @@ import tensorflow as tf
 from keras import ops, tree
 
 from mmrep.heads.gan.random_projection import count_sketch, random_subset
-from mmrep.utils.arguments import is_positive_int
+from mmrep.utils.arguments import check_int, is_int
 from mmrep.utils.example_gradients import per_example_gradients
 from mmrep.utils.finite_inputs import checked_finite
 from mmrep.utils.power_normalization import l2_normalize, signed_sqrt
@@ -135,10 +135,10 @@ class AdversarialFisherVector(keras.layers.Layer):
         )  # fmt: skip
         self.discriminator = discriminator
         self.parameters = parameters if parameters == "all" else list(parameters)
-        self.subset_size = subset_size
-        self.projection_dim = projection_dim
-        self.seed = seed
-        self.batch_size = batch_size
+        self.subset_size = None if subset_size is None else int(subset_size)
+        self.projection_dim = None if projection_dim is None else int(projection_dim)
+        self.seed = int(seed)
+        self.batch_size = int(batch_size)
         self.power_normalize = power_normalize
         self.l2_normalize = l2_normalize
         self.epsilon = float(epsilon)
@@ -423,16 +423,15 @@ def check_arguments(
             f"names. Received: {parameters!r}"
         )
     for name, value in (("subset_size", subset_size), ("projection_dim", projection_dim)):
-        if value is not None and not is_positive_int(value):
+        if value is not None and not is_int(value, 1):
             raise ValueError(f"Expected `{name}` to be a positive int or None. Received: {value!r}")
     if subset_size is not None and projection_dim is not None:
         raise ValueError(
             "Expected at most one of `subset_size` and `projection_dim`. Received: "
             f"subset_size={subset_size}, projection_dim={projection_dim}"
         )
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ValueError(f"Expected `seed` to be an int. Received: {seed!r}")
-    if not is_positive_int(batch_size):
+    check_int("seed", seed)
+    if not is_int(batch_size, 1):
         raise ValueError(f"Expected `batch_size` to be a positive int. Received: {batch_size!r}")
     for name, value in (("power_normalize", power_normalize), ("l2_normalize", l2_normalize)):
         if not isinstance(value, bool):

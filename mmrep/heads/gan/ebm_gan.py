@@ -29,7 +29,7 @@ from mmrep.heads.gan.gan_optimizers import gan_optimizers
 from mmrep.heads.gan.moving_average import moving_average_copy, update_moving_average
 from mmrep.heads.gan.replica_noise import global_batch_rows, replica_normal
 from mmrep.losses.cross_replica import strategy_replicas
-from mmrep.utils.arguments import is_int_at_least, is_positive_int
+from mmrep.utils.arguments import check_int
 
 
 @keras.saving.register_keras_serializable(package="mmrep")
@@ -127,8 +127,7 @@ class EBMGAN(keras.Model):
         latent_dim, sample_shape = check_gan_networks(generator, discriminator)
         # === Config: the plain arguments, checked and kept as given ===
         arguments = {k: v for k, v in locals().items() if k in HYPERPARAMETERS}
-        check_hyperparameters(arguments)
-        for name, value in arguments.items():
+        for name, value in check_hyperparameters(arguments).items():
             setattr(self, name, value)
         self.latent_dim = latent_dim
         self.sample_shape = sample_shape
@@ -137,9 +136,11 @@ class EBMGAN(keras.Model):
         self.generator = generator
         self.discriminator = discriminator
         self.ema_generator = moving_average_copy(generator)
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.seed_generator = keras.random.SeedGenerator(self.seed)
         # Validation noise has its own stream, so evaluating never changes training.
-        self.eval_seed_generator = keras.random.SeedGenerator(None if seed is None else seed + 1)
+        self.eval_seed_generator = keras.random.SeedGenerator(
+            None if self.seed is None else self.seed + 1
+        )
         self.batch_mean = BatchMean()
         self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
         self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
@@ -174,8 +175,7 @@ class EBMGAN(keras.Model):
             raise ValueError(
                 f"Expected `z` of shape [N, {self.latent_dim}]. Received: shape {z.shape}"
             )
-        if not is_positive_int(batch_size):
-            raise ValueError(f"Expected `batch_size` to be an int >= 1. Received: {batch_size!r}")
+        batch_size = check_int("batch_size", batch_size, minimum=1)
         network = self.ema_generator if use_ema else self.generator
         batches = [
             keras.ops.convert_to_numpy(network(z[i : i + batch_size], training=False))
@@ -196,8 +196,7 @@ class EBMGAN(keras.Model):
         Returns:
             NumPy array `[num_samples, ...]`, inference mode.
         """
-        if not is_int_at_least(num_samples, 0):
-            raise ValueError(f"Expected `num_samples` to be an int >= 0. Received: {num_samples!r}")
+        num_samples = check_int("num_samples", num_samples, minimum=0)
         z = keras.random.normal((num_samples, self.latent_dim), seed=seed)
         return self.generate(z, use_ema=use_ema, batch_size=batch_size)
 

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from mmrep.heads.gan.adversarial_fisher_vector import AdversarialFisherVector
 from mmrep.heads.gan.fisher_set_distance import fisher_distance, fisher_similarity
-from mmrep.utils.arguments import is_positive_int
+from mmrep.utils.arguments import check_int
 
 _SCALAR_METADATA = tf.compat.v1.SummaryMetadata(
     plugin_data=tf.compat.v1.SummaryMetadata.PluginData(plugin_name="scalars")
@@ -55,9 +55,9 @@ class FisherSimilarityCallback(keras.callbacks.Callback):
     Example:
 
     >>> callback = FisherSimilarityCallback(AdversarialFisherVector(gan.discriminator),
-    ...                                     x_val, gan.sample, log_dir="logs/fisher")
-    >>> history = gan.fit(x_train, epochs=10, callbacks=[callback])
-    >>> history.history["fisher_similarity_val"]
+    ...                                     x_val, gan.sample, log_dir="logs/fisher")  # doctest: +SKIP
+    >>> history = gan.fit(x_train, epochs=10, callbacks=[callback])  # doctest: +SKIP
+    >>> history.history["fisher_similarity_val"]  # doctest: +SKIP
 
     Reference:
         Zhai, Talbott, Guestrin & Susskind, "Adversarial Fisher Vectors for Unsupervised
@@ -86,10 +86,8 @@ class FisherSimilarityCallback(keras.callbacks.Callback):
                 "Expected `sampler` to be a callable n -> samples. "
                 f"Received: {type(sampler).__name__}"
             )
-        if not is_positive_int(num_samples) or num_samples < 2:
-            raise ValueError(f"Expected `num_samples` to be an int >= 2. Received: {num_samples!r}")
-        if not is_positive_int(every):
-            raise ValueError(f"Expected `every` to be a positive int. Received: {every!r}")
+        num_samples = check_int("num_samples", num_samples, minimum=2)
+        every = check_int("every", every, minimum=1)
         if not isinstance(prefix, str) or not prefix:
             raise ValueError(f"Expected `prefix` to be a non-empty str. Received: {prefix!r}")
         fisher_similarity([[0.0]], [[0.0]], scale=scale)  # validates `scale`

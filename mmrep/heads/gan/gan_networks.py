@@ -12,19 +12,15 @@ Adversarial Fisher Vectors (per-example gradients of D) need.
 
 import keras
 
-from mmrep.utils.arguments import is_positive_int
+from mmrep.utils.arguments import check_int, is_int
 
 
 def _check_widths(widths):
-    if (
-        not isinstance(widths, (list, tuple))
-        or not widths
-        or not all(is_positive_int(w) for w in widths)
-    ):
+    if not isinstance(widths, (list, tuple)) or not widths or not all(is_int(w, 1) for w in widths):
         raise ValueError(
             f"Expected `widths` to be a non-empty list of positive ints. Received: widths={widths!r}"
         )
-    return tuple(widths)
+    return tuple(int(w) for w in widths)
 
 
 def _check_image_shape(argument, shape, stages):
@@ -32,7 +28,7 @@ def _check_image_shape(argument, shape, stages):
     if (
         not isinstance(shape, (list, tuple))
         or len(shape) != 3
-        or not all(is_positive_int(s) for s in shape)
+        or not all(is_int(s, 1) for s in shape)
         or shape[0] % factor
         or shape[1] % factor
     ):
@@ -41,7 +37,7 @@ def _check_image_shape(argument, shape, stages):
             f"height and width divisible by 2**len(widths) = {factor}. "
             f"Received: {argument}={shape!r}"
         )
-    return tuple(shape)
+    return tuple(int(s) for s in shape)
 
 
 def dcgan_generator(
@@ -88,10 +84,7 @@ def dcgan_generator(
         Radford, Metz & Chintala, "Unsupervised Representation Learning with Deep
         Convolutional Generative Adversarial Networks", ICLR 2016.
     """
-    if not is_positive_int(latent_dim):
-        raise ValueError(
-            f"Expected `latent_dim` to be a positive int. Received: latent_dim={latent_dim!r}"
-        )
+    latent_dim = check_int("latent_dim", latent_dim, minimum=1)
     widths = _check_widths(widths)
     height, width, channels = _check_image_shape("output_shape", output_shape, len(widths))
     factor = 2 ** len(widths)
@@ -162,12 +155,13 @@ def dcgan_discriminator(
     if (
         not isinstance(input_shape, (list, tuple))
         or len(input_shape) != 3
-        or not all(is_positive_int(s) for s in input_shape)
+        or not all(is_int(s, 1) for s in input_shape)
     ):
         raise ValueError(
             "Expected `input_shape` to be (height, width, channels) of positive ints. "
             f"Received: input_shape={input_shape!r}"
         )
+    input_shape = tuple(int(s) for s in input_shape)
     if not isinstance(spectral_normalization, bool):
         raise ValueError(
             "Expected `spectral_normalization` to be a bool. "

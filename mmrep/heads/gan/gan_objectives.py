@@ -27,7 +27,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from mmrep.utils.arguments import is_int_at_least, is_positive_int
+from mmrep.utils.arguments import is_int
 
 OBJECTIVES = ("least_squares", "hinge", "energy")
 
@@ -37,7 +37,7 @@ def _is_weight(value):
 
 
 _WEIGHT = ("a float >= 0", _is_weight)
-_STEPS = ("an int >= 1", is_positive_int)
+_STEPS = ("an int >= 1", lambda v: is_int(v, 1))
 # The plain hyperparameters of `EBMGAN`: {name: (what it must be, predicate)}.
 HYPERPARAMETERS = {
     "objective": (f"one of {OBJECTIVES}", lambda v: v in OBJECTIVES),
@@ -47,12 +47,15 @@ HYPERPARAMETERS = {
     "ema_decay": ("a float in [0, 1]", lambda v: _is_weight(v) and v <= 1),
     "discriminator_steps": _STEPS,
     "generator_steps": _STEPS,
-    "seed": ("an int or None", lambda v: v is None or is_int_at_least(v, -(2**63))),
+    "seed": ("an int or None", lambda v: v is None or is_int(v, -(2**63))),
 }
 
 
 def check_hyperparameters(arguments):
     """Checks a dict of `EBMGAN` hyperparameters (names of `HYPERPARAMETERS`).
+
+    Returns:
+        The dict, with every integer (a NumPy one included) as a plain Python int.
 
     Raises:
         ValueError: naming the first bad argument, what it must be and what it is.
@@ -61,6 +64,7 @@ def check_hyperparameters(arguments):
         wanted, ok = HYPERPARAMETERS[name]
         if not ok(value):
             raise ValueError(f"Expected `{name}` to be {wanted}. Received: {name}={value!r}")
+    return {name: int(value) if is_int(value) else value for name, value in arguments.items()}
 
 
 def _check_objective(objective):

@@ -28,7 +28,7 @@ from mmrep.heads.gmm.mixture import (
     mixture_tensors,
     set_mixture,
 )
-from mmrep.utils.arguments import is_positive_int
+from mmrep.utils.arguments import is_int
 from mmrep.utils.finite_inputs import checked_finite
 from mmrep.utils.masks import as_bool_mask
 from mmrep.utils.power_normalization import l2_normalize, signed_sqrt
@@ -122,10 +122,11 @@ class FisherVector(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if not is_positive_int(num_components):
+        if not is_int(num_components, 1):
             raise ValueError(
                 f"Expected `num_components` to be a positive int. Received: {num_components!r}"
             )
+        num_components = int(num_components)
         flags = dict(improved=improved, include_weights=include_weights)
         flags.update(trainable_gmm=trainable_gmm, external_mixture=external_mixture)
         for name, value in flags.items():

@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from mmrep.heads.gmm.mixture import check_gmm, component_log_densities
+from mmrep.utils.arguments import check_int
 
 # A component with less total responsibility (in rows) keeps its previous mean and variance.
 EMPTY_COMPONENT_ROWS = 1e-6
@@ -131,7 +132,9 @@ def fit_diagonal_gmm(
     >>> fit.means.shape, fit.converged
     ((3, 4), True)
     """
-    _check_arguments(num_components, max_iterations, tolerance, variance_floor, init_sample_size)
+    num_components, max_iterations, init_sample_size = _check_arguments(
+        num_components, max_iterations, tolerance, variance_floor, init_sample_size
+    )
     if dtype not in ("float32", "float64"):
         raise ValueError(f"Expected `dtype` 'float32' or 'float64'. Received: dtype={dtype!r}")
     if not (init == "kmeans++" or (isinstance(init, (tuple, list)) and len(init) == 3)):
@@ -173,14 +176,10 @@ def fit_diagonal_gmm(
 
 
 def _check_arguments(k, max_iterations, tolerance, variance_floor, init_sample_size):
-    for name, value, low in (
-        ("num_components", k, 1),
-        ("max_iterations", max_iterations, 0),
-        ("init_sample_size", init_sample_size, 1),
-    ):
-        if not _is_int(value, low):
-            kind = "positive" if low else "non-negative"
-            raise ValueError(f"Expected `{name}` to be a {kind} int. Received: {name}={value!r}")
+    """Checks the arguments; returns the three counts as Python ints."""
+    k = check_int("num_components", k, minimum=1)
+    max_iterations = check_int("max_iterations", max_iterations, minimum=0)
+    init_sample_size = check_int("init_sample_size", init_sample_size, minimum=1)
     if init_sample_size < k:
         raise ValueError(
             f"Expected `init_sample_size` >= num_components={k}. "
@@ -191,10 +190,7 @@ def _check_arguments(k, max_iterations, tolerance, variance_floor, init_sample_s
             raise ValueError(
                 f"Expected `{name}` to be a finite number >= 0. Received: {name}={value!r}"
             )
-
-
-def _is_int(value, low):
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= low
+    return k, max_iterations, init_sample_size
 
 
 def _as_dataset(data, batch_size):
@@ -220,8 +216,7 @@ def _as_dataset(data, batch_size):
         )
     if batch_size is None:
         batch_size = _ARRAY_BATCH_SIZE
-    if not _is_int(batch_size, 1):
-        raise ValueError(f"Expected `batch_size` to be a positive int. Received: {batch_size!r}")
+    batch_size = check_int("batch_size", batch_size, minimum=1)
     try:
         array = np.asarray(data)
     except (TypeError, ValueError) as error:

@@ -9,7 +9,7 @@ of one `D x D` matrix; the LOUPE classifier applies it after the pooled projecti
 import keras
 from keras import ops
 
-from mmrep.utils.arguments import is_positive_int
+from mmrep.utils.arguments import check_int
 
 
 @keras.saving.register_keras_serializable(package="mmrep")
@@ -60,9 +60,7 @@ class ContextGating(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if units is not None and not is_positive_int(units):
-            raise ValueError(f"Expected `units` to be a positive int or None. Received: {units!r}")
-        self.units = units
+        self.units = None if units is None else check_int("units", units, minimum=1)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self._dim = None

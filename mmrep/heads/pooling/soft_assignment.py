@@ -27,7 +27,7 @@ import keras
 from keras import ops
 
 from mmrep.heads.pooling.context_gating import ContextGating
-from mmrep.utils.arguments import is_int_at_least
+from mmrep.utils.arguments import check_int
 from mmrep.utils.masks import as_bool_mask
 
 NORMALIZATIONS = ("intra_l2", "l2", None)
@@ -73,23 +73,11 @@ class SoftAssignmentPooling(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if not is_int_at_least(num_clusters, 1):
-            raise ValueError(
-                f"Expected `num_clusters` to be a positive int. Received: {num_clusters!r}"
-            )
-        if not is_int_at_least(ghost_clusters, 0):
-            raise ValueError(
-                f"Expected `ghost_clusters` to be an int >= 0. Received: {ghost_clusters!r}"
-            )
-        if output_dim is not None and not is_int_at_least(output_dim, 1):
-            raise ValueError(
-                f"Expected `output_dim` to be a positive int or None. Received: {output_dim!r}"
-            )
+        self.num_clusters = check_int("num_clusters", num_clusters, minimum=1)
+        self.ghost_clusters = check_int("ghost_clusters", ghost_clusters, minimum=0)
+        self.output_dim = None if output_dim is None else check_int("output_dim", output_dim, 1)
         if not isinstance(gating, bool):
             raise ValueError(f"Expected `gating` to be a bool. Received: {gating!r}")
-        self.num_clusters = num_clusters
-        self.ghost_clusters = ghost_clusters
-        self.output_dim = output_dim
         self.gating = gating
         self.assignment_initializer = keras.initializers.get(assignment_initializer)
         self.centers_initializer = keras.initializers.get(

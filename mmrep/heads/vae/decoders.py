@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from mmrep.utils.arguments import check_int, is_int
+
 DISTRIBUTIONS = ("gaussian", "bernoulli")
 VARIANCES = ("fixed", "learned")
 
@@ -65,10 +67,9 @@ class VectorDecoder(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if int(output_dim) != output_dim or output_dim < 1:
-            raise ValueError(f"Expected `output_dim` to be a positive int. Received: {output_dim}")
+        output_dim = check_int("output_dim", output_dim, minimum=1)
         units = (hidden_units,) if isinstance(hidden_units, int) else tuple(hidden_units)
-        if any(int(u) != u or u < 1 for u in units):
+        if not all(is_int(u, 1) for u in units):
             raise ValueError(
                 f"Expected `hidden_units` to be positive ints. Received: {hidden_units}"
             )
@@ -80,7 +81,7 @@ class VectorDecoder(keras.layers.Layer):
             raise ValueError(f"Expected `variance` in {VARIANCES}. Received: {variance!r}")
         if distribution == "bernoulli" and variance != "fixed":
             raise ValueError("A Bernoulli decoder has no variance; use variance='fixed'.")
-        self.output_dim = int(output_dim)
+        self.output_dim = output_dim
         self.hidden_units = tuple(int(u) for u in units)
         self.activation = activation
         self.distribution = distribution

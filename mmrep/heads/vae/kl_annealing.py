@@ -2,6 +2,8 @@
 
 import keras
 
+from mmrep.utils.arguments import check_int, is_int
+
 
 def add_kl_weight(layer, beta):
     """Creates `layer.kl_weight`, the KL term's weight that `KLAnnealing` schedules.
@@ -93,21 +95,16 @@ class KLAnnealing(keras.callbacks.Callback):
 
     def __init__(self, warmup_steps, cycle_steps=None, layers=None, initial_step=0):
         super().__init__()
-        if int(warmup_steps) != warmup_steps or warmup_steps < 1:
-            raise ValueError(f"Expected `warmup_steps` to be an int >= 1. Received: {warmup_steps}")
-        if cycle_steps is not None and (
-            int(cycle_steps) != cycle_steps or cycle_steps < warmup_steps
-        ):
+        warmup_steps = check_int("warmup_steps", warmup_steps, minimum=1)
+        if cycle_steps is not None and not is_int(cycle_steps, warmup_steps):
             raise ValueError(
                 "Expected `cycle_steps` to be None or an int >= warmup_steps "
                 f"({warmup_steps}). Received: {cycle_steps}"
             )
-        if int(initial_step) != initial_step or initial_step < 0:
-            raise ValueError(f"Expected `initial_step` to be an int >= 0. Received: {initial_step}")
-        self.warmup_steps = int(warmup_steps)
+        self.warmup_steps = warmup_steps
         self.cycle_steps = None if cycle_steps is None else int(cycle_steps)
         self.layers = None if layers is None else list(layers)
-        self.step = int(initial_step)
+        self.step = check_int("initial_step", initial_step, minimum=0)
         self._heads = []
 
     def weight_at(self, step, beta):

@@ -30,6 +30,7 @@ from mmrep.heads.gmm.mixture import (
     set_mixture,
 )
 from mmrep.losses.divergences import kl_diagonal_gaussians
+from mmrep.utils.arguments import check_int, is_int
 
 
 @keras.saving.register_keras_serializable(package="mmrep")
@@ -81,7 +82,7 @@ class GaussianMixturePrior(keras.layers.Layer):
 
     def __init__(self, num_components, seed=None, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(num_components, bool) or not isinstance(num_components, int):
+        if not is_int(num_components):
             raise ValueError(
                 f"Expected `num_components` to be a positive int. "
                 f"Received: num_components={num_components!r}"
@@ -90,10 +91,8 @@ class GaussianMixturePrior(keras.layers.Layer):
             raise ValueError(
                 f"Expected `num_components` >= 1. Received: num_components={num_components}"
             )
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise ValueError(f"Expected `seed` to be an int or None. Received: seed={seed!r}")
-        self.num_components = num_components
-        self.seed = seed
+        self.num_components = int(num_components)
+        self.seed = None if seed is None else check_int("seed", seed)
         self.latent_dim = None
 
     def build(self, z_shape, z_mean_shape=None, z_log_var_shape=None):

@@ -10,13 +10,13 @@ modality, and of `num_subsets` random subsets (Wu & Goodman 2018, section 3.2).
 import keras
 from keras import ops
 
-from mmrep.fusion.modality_inputs import check_modality_names, check_presence
 from mmrep.heads.vae.kl_annealing import add_kl_weight
 from mmrep.heads.vae.product_of_experts import ProductOfExperts
 from mmrep.losses.cross_replica import strategy_replicas
 from mmrep.losses.divergences import kl_standard_normal
 from mmrep.losses.reconstruction import bernoulli_nll, categorical_nll, gaussian_nll
-from mmrep.utils.arguments import is_int_at_least, is_positive_int
+from mmrep.utils.arguments import check_int
+from mmrep.utils.modalities import check_modality_names, check_presence, ordered_modalities
 
 LIKELIHOODS = ("bernoulli", "gaussian", "categorical")
 PRESENCE = "presence"
@@ -69,8 +69,8 @@ class MultimodalVAE(keras.Model):
 
     Call arguments:
         inputs: dict `{modality: tensor [B, ...]}`, every modality, and optionally
-            `"presence"` `[B, M]` (bool or numeric, non-zero = present; columns in the
-            sorted order of `model.modalities`) marking the missing examples.
+            `"presence"` `[B, M]` (bool or numeric, non-zero = present; columns in
+            `model.modalities` order, or a dict `{modality: [B]}`) marking the missing examples.
         training: bool. Passed to the encoders and decoders.
 
     Returns:
@@ -105,12 +105,12 @@ class MultimodalVAE(keras.Model):
                 "Expected `encoders` to be a non-empty dict {modality: layer}. "
                 f"Received: {type(encoders).__name__}"
             )
-        modalities = check_modality_names(sorted(encoders), reserved=(PRESENCE,))
+        modalities = check_modality_names(ordered_modalities(encoders), reserved=(PRESENCE,))
         for name, value in (
             ("decoders", decoders),
             ("reconstruction_losses", reconstruction_losses),
         ):
-            if not isinstance(value, dict) or sorted(value) != modalities:
+            if not isinstance(value, dict) or sorted(value) != sorted(modalities):
                 keys = sorted(value) if isinstance(value, dict) else type(value).__name__
                 raise ValueError(
                     f"Expected `{name}` to have one entry per modality {modalities}. "
@@ -125,21 +125,17 @@ class MultimodalVAE(keras.Model):
                 f" Received non-layers for {bad}, losses {bad_losses}"
             )
         weights = {**dict.fromkeys(modalities, 1.0), **(reconstruction_weights or {})}
-        if sorted(weights) != modalities or not all(
+        if sorted(weights) != sorted(modalities) or not all(
             isinstance(w, (int, float)) and w >= 0 for w in weights.values()
         ):
             raise ValueError(
                 f"Expected `reconstruction_weights` to map modalities {modalities} to floats "
                 f">= 0. Received: {reconstruction_weights}"
             )
-        subsets_ok = is_int_at_least(num_subsets, 0)
-        for name, value, wanted, ok in (
-            ("latent_dim", latent_dim, "a positive int", is_positive_int(latent_dim)),
-            ("beta", beta, "a float >= 0", isinstance(beta, (int, float)) and beta >= 0),
-            ("num_subsets", num_subsets, "an int >= 0", subsets_ok and num_subsets is not False),
-        ):
-            if not ok:
-                raise ValueError(f"Expected `{name}` to be {wanted}. Received: {name}={value!r}")
+        latent_dim = check_int("latent_dim", latent_dim, minimum=1)
+        if not (isinstance(beta, (int, float)) and beta >= 0):
+            raise ValueError(f"Expected `beta` to be a float >= 0. Received: beta={beta!r}")
+        num_subsets = check_int("num_subsets", num_subsets, minimum=0)
 
         self.modalities = modalities
         self.encoders = {m: encoders[m] for m in modalities}
@@ -169,14 +165,14 @@ class MultimodalVAE(keras.Model):
                 f"'{PRESENCE}'). Received: {type(inputs).__name__}"
             )
         received = sorted(k for k in inputs if k != PRESENCE)
-        if received != self.modalities:
+        if received != sorted(self.modalities):
             raise ValueError(
                 f"{self.name}: expected one input per modality {self.modalities} (mark "
                 f"missing examples in '{PRESENCE}'). Received keys: {sorted(inputs)}"
             )
         if inputs.get(PRESENCE) is None:
             return ops.ones((ops.shape(inputs[received[0]])[0], len(received)), "bool")
-        return check_presence(self, inputs[PRESENCE], len(self.modalities))
+        return check_presence(self, inputs[PRESENCE], self.modalities, inputs[received[0]])
 
     def _clean(self, x, present):
         """`x` with absent examples set to zero (before any arithmetic, so NaN cannot leak)."""
@@ -307,7 +303,8 @@ class MultimodalVAE(keras.Model):
         Args:
             inputs: dict `{modality: array}` of some of the modalities; those left out are
                 absent for every example.
-            presence: optional `[B, M_given]` mask over the given modalities (sorted order).
+            presence: optional `[B, M_given]` mask over the given modalities (in mmrep's
+                modality order, `mmrep.MODALITY_ORDER`), or a dict `{modality: [B]}`.
 
         Returns:
             A dict with `"z_mean"` and `"z_log_var"`, `[B, latent_dim]`.
@@ -320,11 +317,11 @@ class MultimodalVAE(keras.Model):
                 f"{self.name}: expected some of the modalities {self.modalities}. "
                 f"Received keys: {sorted(inputs)}"
             )
-        given = sorted(inputs)
+        given = ordered_modalities(inputs)
         batch = ops.shape(inputs[given[0]])[0]
         if presence is None:
             presence = ops.ones((batch, len(given)), "bool")
-        presence = check_presence(self, presence, len(given))
+        presence = check_presence(self, presence, given, inputs[given[0]])
         stats, columns = [], []
         for m in self.modalities:
             if m in inputs:

@@ -9,7 +9,7 @@ precision `T = 1 + sum_present 1 / sigma_m^2` and mean `(sum_present mu_m / sigm
 import keras
 from keras import ops
 
-from mmrep.fusion.modality_inputs import check_presence
+from mmrep.utils.modalities import check_presence
 
 _KEYS = ("means", "log_vars")
 
@@ -99,7 +99,7 @@ class ProductOfExperts(keras.layers.Layer):
             present = ops.ones_like(means[..., :1], dtype="bool")
         else:
             num_modalities = shape[1] if shape[1] is not None else ops.shape(means)[1]
-            present = check_presence(self, presence, num_modalities)[..., None]
+            present = check_presence(self, presence, num_modalities, means)[..., None]
             zeros = ops.zeros_like(means)
             means = ops.where(present, means, zeros)
             log_vars = ops.where(present, log_vars, zeros)

@@ -5,6 +5,7 @@ from keras import ops
 
 from mmrep.heads.vae.kl_annealing import add_kl_weight
 from mmrep.losses.divergences import kl_standard_normal
+from mmrep.utils.arguments import check_int, is_int
 
 _OUTPUT_KEYS = ("z", "z_mean", "z_log_var")
 
@@ -95,12 +96,11 @@ class VAEHead(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if int(latent_dim) != latent_dim or latent_dim < 1:
-            raise ValueError(f"Expected `latent_dim` to be a positive int. Received: {latent_dim}")
+        latent_dim = check_int("latent_dim", latent_dim, minimum=1)
         if not beta >= 0:
             raise ValueError(f"Expected `beta` to be a float >= 0. Received: beta={beta}")
         units = (hidden_units,) if isinstance(hidden_units, int) else tuple(hidden_units)
-        if any(int(u) != u or u < 1 for u in units):
+        if not all(is_int(u, 1) for u in units):
             raise ValueError(
                 "Expected `hidden_units` to be positive ints. "
                 f"Received: hidden_units={hidden_units}"
@@ -112,7 +112,7 @@ class VAEHead(keras.layers.Layer):
                 "Expected `prior` to be None or a Keras layer. "
                 f"Received: prior of type {type(prior).__name__}"
             )
-        self.latent_dim = int(latent_dim)
+        self.latent_dim = latent_dim
         self.beta = float(beta)
         self.prior = prior
         self.hidden_units = tuple(int(u) for u in units)
