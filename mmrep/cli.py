@@ -12,7 +12,7 @@ import sys
 
 from mmrep import __version__
 from mmrep.job.names import DEFAULT_FUSION, FUSIONS, HEADS
-from mmrep.training.option_arguments import add_training_arguments
+from mmrep.training.options import add_training_arguments
 
 
 def _positive_int(text):

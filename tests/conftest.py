@@ -43,6 +43,40 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """One small main-job run, trained once per session for the tests that read a run
+    (tests/job/test_train_run.py and the CLI's evaluate/export/embed tests): tiny
+    encoders, the first 64 examples of each split, two epochs of two steps, exported.
+
+    Tests that use it carry `@pytest.mark.xdist_group("tiny_run")`, so that under
+    pytest-xdist one worker trains it once.
+    """
+    import contextlib
+    import io
+
+    from mmrep.job import train_run
+    from tests.job.test_model import TINY, TINY_RUN_LIMIT
+
+    root = tmp_path_factory.mktemp("job")
+    runs, exports = str(root / "runs"), str(root / "saved_models")
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        folder = train_run(
+            "coordinated",
+            epochs=2,
+            seed=3,
+            runs_dir=runs,
+            export_dir=exports,
+            batch_size=16,
+            steps_per_epoch=2,
+            limit=TINY_RUN_LIMIT,
+            verbose=0,
+            sizes=TINY,
+        )
+    return {"folder": folder, "runs": runs, "exports": exports, "printed": buffer.getvalue()}
+
+
 @pytest.fixture(autouse=True)
 def _seed_and_policy():
     keras.utils.set_random_seed(0)

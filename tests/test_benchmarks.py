@@ -5,6 +5,7 @@ import pytest
 from tests.benchmarks import runner
 
 
+@pytest.mark.slow  # benchmark smoke run
 def test_every_benchmark_runs_at_smoke_size():
     rows = runner.run(size="smoke", repeats=1, warmup=1, progress=lambda _: None)
     assert {r["benchmark"] for r in rows} == set(runner.load_all())

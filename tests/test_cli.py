@@ -28,9 +28,9 @@ def test_bad_epochs_is_refused(capsys):
     assert "argument --epochs: must be at least 1, got 0" in capsys.readouterr().err
 
 
-def test_train_evaluate_and_export_commands(tmp_path, capsys):
-    """`mmrep train` (the full-size job, one epoch) in a subprocess, then `mmrep export`
-    on its run and the commands' errors for a missing run."""
+@pytest.mark.slow  # CLI end to end
+def test_train_command(tmp_path):
+    """`mmrep train`: the full-size job, one epoch, in a subprocess, as a user runs it."""
     import json
 
     from mmrep.job import DEFAULT_FUSION
@@ -57,13 +57,37 @@ def test_train_evaluate_and_export_commands(tmp_path, capsys):
     assert (config["fusion"], config["head"], config["epochs"]) == (DEFAULT_FUSION, None, 1)
     assert not os.path.exists(exports)
 
-    assert main(["export", "cli", "--runs-dir", runs, "--export-dir", exports]) == 0
-    assert os.path.isfile(os.path.join(exports, "cli", "1", "saved_model.pb"))
+
+@pytest.mark.slow  # CLI end to end, on the session's one tiny run
+@pytest.mark.xdist_group("tiny_run")
+def test_evaluate_export_and_embed_commands(tiny_run, tmp_path, capsys):
+    import numpy as np
+
+    from mmrep.data import export_mmdigits
+
+    runs, name = tiny_run["runs"], os.path.basename(tiny_run["folder"])
+    assert main(["evaluate", name, "--runs-dir", runs]) == 0
+    assert "Test results" in capsys.readouterr().out
+    exports = str(tmp_path / "saved_models")
+    assert main(["export", name, "--runs-dir", runs, "--export-dir", exports]) == 0
+    version = os.path.join(exports, name, "1")
+    assert os.path.isfile(os.path.join(version, "saved_model.pb"))
+
+    manifest = export_mmdigits(str(tmp_path / "data"), limit=6, progress=False)
+    output = str(tmp_path / "embeddings.npz")
+    assert main(["embed", "--model", version, "--manifest", manifest, "--output", output]) == 0
+    with np.load(output) as saved:
+        assert saved["embedding"].shape[0] == 6 and np.isfinite(saved["embedding"]).all()
+        assert saved["label"].shape == (6,)
     capsys.readouterr()
+
     for command in ("evaluate", "export"):
         with pytest.raises(SystemExit) as exit_info:
             main([command, "missing", "--runs-dir", runs])
         assert exit_info.value.code == 2
         error = capsys.readouterr().err
         assert error.startswith(f"mmrep {command}: error: no run 'missing'"), error
-        assert "holds: cli" in error
+        assert f"holds: {name}" in error
+    with pytest.raises(SystemExit) as exit_info:
+        main(["embed", "--model", version, "--manifest", manifest, "--output", output])
+    assert exit_info.value.code == 2  # the output exists

@@ -10,6 +10,9 @@ import sys
 
 import pytest
 
+# The slow tier (--run-slow): recipes.
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = sorted(f for f in os.listdir(os.path.join(ROOT, "recipes")) if f.endswith(".py"))
 

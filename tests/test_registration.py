@@ -10,6 +10,7 @@ import textwrap
 
 import keras
 import numpy as np
+import pytest
 
 import mmrep
 from tests.harness import _flat_feed, _numpy_leaves, functional_model, richest_cases
@@ -89,6 +90,7 @@ for config in json.load(open(sys.argv[1])):
 """
 
 
+@pytest.mark.slow  # every registry case in a fresh process
 def test_every_registered_class_loads_after_a_bare_import_mmrep(tmp_path):
     cases = [
         case
@@ -119,6 +121,7 @@ def test_a_head_loads_after_importing_only_mmrep_heads(tmp_path):
     _load_in_fresh_process("import mmrep.heads", [path])
 
 
+@pytest.mark.slow  # a fresh process
 def test_every_registered_loss_and_metric_deserialises_after_a_bare_import_mmrep(tmp_path):
     others = sorted(
         (c for c in _registered_classes() if not issubclass(c, keras.layers.Layer)),
@@ -128,8 +131,7 @@ def test_every_registered_loss_and_metric_deserialises_after_a_bare_import_mmrep
     # Constructor arguments of the classes that need some.
     arguments = {"MedianRank": ("image", "text"), "RecallAtK": ("image", "text")}
     configs = [
-        keras.saving.serialize_keras_object(cls(*arguments.get(cls.__name__, ())))
-        for cls in others
+        keras.saving.serialize_keras_object(cls(*arguments.get(cls.__name__, ()))) for cls in others
     ]
     path = tmp_path / "configs.json"
     path.write_text(json.dumps(configs))

@@ -1,4 +1,4 @@
-"""Names of the main job's choices, with no TensorFlow import (the `mmrep` CLI reads them).
+"""Names of the main job's choices (the `mmrep` command's `--fusion` and `--head`).
 
 `FUSIONS` and `HEADS` are the values of `mmrep train --fusion` and `--head`;
 `DEFAULT_FUSION` is the fusion with the best mean validation accuracy on mmdigits (with

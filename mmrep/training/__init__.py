@@ -10,8 +10,7 @@ compile arguments.
 from mmrep.training.backup import BackupAndRestore, BackupMismatchError
 from mmrep.training.datasets import distribute_dataset, per_replica_batch_size
 from mmrep.training.epoch_shuffle import EpochCallback, EpochShuffled, epoch_shuffled
-from mmrep.training.option_arguments import add_training_arguments
-from mmrep.training.options import TrainingOptions
+from mmrep.training.options import TrainingOptions, add_training_arguments
 from mmrep.training.strategy import (
     KerasMultiWorkerMirroredStrategy,
     is_chief,

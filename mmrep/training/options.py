@@ -28,7 +28,7 @@ another device), so use it on one device, GPUs or TPUs.
 
 import keras
 
-from mmrep.training.option_arguments import PRECISIONS
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
 class TrainingOptions:
@@ -114,3 +114,39 @@ class TrainingOptions:
 
     def __hash__(self):
         return hash((self.precision, self.jit_compile))
+
+
+_PRECISION_HELP = (
+    "dtype policy set before the models are built: 'float32' (default); 'mixed_float16' "
+    "(float16 compute, float32 variables; Model.compile adds a LossScaleOptimizer with "
+    "dynamic loss scaling); 'mixed_bfloat16' (bfloat16 compute, float32 variables, no loss "
+    "scaling needed)"
+)
+_JIT_HELP = (
+    "compile the training, evaluation and prediction steps with XLA (Model.compile("
+    "jit_compile=True)); off by default"
+)
+
+
+def add_training_arguments(parser):
+    """Adds `--precision` and `--jit-compile` to an argparse parser.
+
+    Args:
+        parser: an `argparse.ArgumentParser` (or argument group).
+
+    Returns:
+        The argument group holding the two options.
+
+    Example:
+
+    >>> import argparse
+    >>> from mmrep.training import TrainingOptions
+    >>> parser = argparse.ArgumentParser()
+    >>> _ = add_training_arguments(parser)
+    >>> TrainingOptions.from_args(parser.parse_args(["--jit-compile"]))
+    TrainingOptions(precision='float32', jit_compile=True)
+    """
+    group = parser.add_argument_group("precision and compilation")
+    group.add_argument("--precision", choices=PRECISIONS, default="float32", help=_PRECISION_HELP)
+    group.add_argument("--jit-compile", action="store_true", help=_JIT_HELP)
+    return group

@@ -248,15 +248,9 @@ def _model(size, captions):
         outputs = keras.layers.Dense(10, activation="softmax")(fused)
         return keras.Model({"image": image, "text": text, "presence": presence}, outputs), vectorize
 
-    import importlib.util
+    from tests.recipes import load_recipe
 
-    recipe = os.path.join(
-        os.path.dirname(__file__), "..", "..", "recipes", "missing_modalities_mmdigits.py"
-    )
-    spec = importlib.util.spec_from_file_location("missing_modalities_recipe", recipe)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    model = module.build_model(captions)
+    model = load_recipe("missing_modalities_mmdigits.py").build_model(captions)
     vectorize = next(x for x in model.layers if isinstance(x, keras.layers.TextVectorization))
     inputs = {**model.input, "text": vectorize.output}
     with warnings.catch_warnings():  # the token input keeps its tensor's own name

@@ -8,24 +8,17 @@ layer and KL `add_loss`, Dense + two transposed convolutions, Bernoulli loss), o
 Run: `python -m tests.benchmarks image_vae_xla`.
 """
 
-import importlib.util
-import os
-
 import numpy as np
 
 from tests.benchmarks.runner import Comparison, benchmark
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SIZES = {"full": {"batch": 64, "width": 32}, "smoke": {"batch": 4, "width": 4}}
 
 
 def _recipe():
-    spec = importlib.util.spec_from_file_location(
-        "image_vae_recipe", os.path.join(ROOT, "recipes", "image_vae.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from tests.recipes import load_recipe
+
+    return load_recipe("image_vae.py")
 
 
 @benchmark("image_vae_xla")

@@ -177,6 +177,7 @@ def test_interrupted_run_keeps_complete_shards_and_resume_encodes_only_the_rest(
     np.testing.assert_allclose(resumed["image_features"], fresh["image_features"], rtol=1e-6)
 
 
+@pytest.mark.slow  # kill and resume
 def test_killed_run_leaves_a_tmp_shard_that_resume_discards(tmp_path):
     directory = str(tmp_path / "cache")
     script = (

@@ -26,6 +26,7 @@ def job():
     return build_job_model(vocabulary=caption_vocabulary(captions), seed=0)
 
 
+@pytest.mark.slow  # fresh-process serving
 def test_job_model_serves_like_keras_in_a_fresh_process(job, tmp_path):
     folder = export_saved_model(
         job.serving, str(tmp_path / "saved_models" / "job"), embeddings=job.embeddings

@@ -93,6 +93,7 @@ def served(exported, images, tmp_path_factory):
     return serving, single, outputs, info
 
 
+@pytest.mark.slow  # fresh-process serving
 def test_serving_default_matches_keras_in_fresh_process(exported, served):
     model, _, _ = exported
     serving, _, outputs, _ = served

@@ -26,6 +26,9 @@ from mmrep.data import load_mmdigits
 from mmrep.encoders import LogMelSpectrogram
 from mmrep.fusion.autoencoder import MultimodalAutoencoder
 
+# The slow tier (--run-slow): convergence on mmdigits.
+pytestmark = pytest.mark.slow
+
 MODALITIES = ("image", "text", "audio")
 TARGETS = ("image", "audio")  # the modalities whose reconstruction is asserted
 

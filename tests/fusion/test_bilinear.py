@@ -331,6 +331,7 @@ def test_sketch_hashes_need_a_built_compact_layer():
         _ = layer.sketch_hashes
 
 
+@pytest.mark.slow  # benchmark child process
 def test_benchmark_peak_memory_child_reports_the_output_size():
     from tests.benchmarks.bench_bilinear import SIZES, peak_memory
 

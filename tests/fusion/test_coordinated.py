@@ -128,6 +128,7 @@ def test_fixed_temperature_is_not_trainable():
     np.testing.assert_allclose(out["logit_scale"].numpy(), 1.0)
 
 
+@pytest.mark.slow  # convergence
 def test_clip_training_aligns_two_noisy_views_of_a_latent():
     rng = np.random.default_rng(0)
     latent = rng.standard_normal((712, 8))

@@ -157,6 +157,7 @@ def _nearest_mode(points):
 @pytest.mark.parametrize(
     "kwargs", [{"objective": "hinge"}, {"objective": "energy", "gradient_penalty": 1.0}]
 )
+@pytest.mark.slow  # convergence
 def test_toy_mixture_is_learned(kwargs):
     rng = np.random.default_rng(0)
     n = 128 * 800

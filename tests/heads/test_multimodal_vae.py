@@ -6,7 +6,6 @@ noise draw, linear decoders, and the Gaussian / Bernoulli / categorical log-like
 and the Gaussian KL written out in float64.
 """
 
-import importlib.util
 import os
 import tempfile
 
@@ -247,6 +246,7 @@ def _mlp(width, out, name):
     )
 
 
+@pytest.mark.slow  # convergence
 def test_image_label_model_classifies_and_generates_on_mmdigits():
     # Measured (seeds 0, 1, 2): image -> label test accuracy 0.856, 0.874, 0.874; the
     # largest ratio (distance of a label's generated image to its class mean) / (distance
@@ -279,11 +279,11 @@ def test_image_label_model_classifies_and_generates_on_mmdigits():
     assert np.all(own < 0.6 * others), f"own-class distance {own}, nearest other {others}"
 
 
+@pytest.mark.slow  # recipe run
 def test_recipe_smoke(capsys):
-    path = os.path.join(os.path.dirname(__file__), "..", "..", "recipes", "mvae_mmdigits.py")
-    spec = importlib.util.spec_from_file_location("mvae_mmdigits_recipe", path)
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
+    from tests.recipes import load_recipe
+
+    recipe = load_recipe("mvae_mmdigits.py")
     results = recipe.main(["--smoke", "--missing-labels", "0.5", "--num-subsets", "1"])
     assert "image->label accuracy" in capsys.readouterr().out
     assert 0.0 <= results["image->label accuracy"] <= 1.0

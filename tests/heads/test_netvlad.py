@@ -299,6 +299,7 @@ def _classifier(pool):
     return model
 
 
+@pytest.mark.slow  # convergence
 def test_netvlad_learns_cluster_structure_that_mean_pooling_cannot():
     train, test = _two_structures(512, seed=0), _two_structures(256, seed=1)
     accuracy = {}

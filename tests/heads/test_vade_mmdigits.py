@@ -2,27 +2,19 @@
 initialisation -> fine-tune sequence clusters the test split far above chance and the
 fine-tuning raises the (Monte Carlo) ELBO on held-out images."""
 
-import importlib.util
-import os
-
 import numpy as np
 import pytest
 
 from mmrep.metrics import clustering_accuracy
+from tests.recipes import load_recipe
 
-RECIPE = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-    "recipes",
-    "vade_mmdigits.py",
-)
+# The slow tier (--run-slow): convergence on mmdigits.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def recipe():
-    spec = importlib.util.spec_from_file_location("vade_mmdigits", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_recipe("vade_mmdigits.py")
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ ELBO!", NeurIPS 2019). Both are evaluated here in float64 from the trained weigh
 
 import keras
 import numpy as np
+import pytest
 
 from mmrep.heads import VAEHead, VectorDecoder
 from mmrep.losses.reconstruction import GaussianNLL
@@ -71,6 +72,7 @@ def _elbo(x, head, decoder):
     return np.mean(expected_loglik - kl), own_loglik
 
 
+@pytest.mark.slow  # convergence
 def test_linear_vae_reaches_ppca_likelihood():
     x = _ppca_data()
     inputs = keras.Input((DIM,))

@@ -31,6 +31,9 @@ TINY = EncoderSizes(
     audio_filters=(4, 4, 4, 4),
     audio_units=(8,),
 )
+
+# The examples per split of the session's tiny main-job run (`tiny_run` in tests/conftest.py).
+TINY_RUN_LIMIT = 64
 VOCABULARY = ["a", "the", "digit", "one", "two", "three", "seven", "handwritten", "nine"]
 COMBINATIONS = [(f, None) for f in FUSIONS] + [("concat", h) for h in HEADS]
 BATCH = 8

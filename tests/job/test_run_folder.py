@@ -1,8 +1,6 @@
-"""Run folders: names, atomic replacement, lookup errors; the cheap `mmrep.job` import."""
+"""Run folders: names, atomic replacement, lookup errors."""
 
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -18,15 +16,6 @@ def test_names_and_choices():
     assert default_run_name("concat", "vae") == "mmdigits_concat_vae"
     with pytest.raises(ValueError, match=r"`head`.*'vae', 'fisher' or None.*head='pca'"):
         default_run_name("concat", "pca")
-
-
-def test_importing_the_job_package_does_not_start_tensorflow():
-    code = (
-        "import sys, mmrep.job as j; j.FUSIONS, j.DEFAULT_FUSION;"
-        "print('tensorflow' in sys.modules, 'keras' in sys.modules)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["False", "False"]
 
 
 def test_a_run_folder_is_written_aside_and_replaces_the_old_one(tmp_path, capsys):

@@ -1,13 +1,11 @@
 """`train_run`, `evaluate_run` and `export_run` end to end on a reduced main job.
 
-One small run (tiny encoders, the first 64 examples of each split, two epochs of two
-steps) writes every file; the tests read them back, re-evaluate the run from its saved
+One small run (the session's `tiny_run`: tiny encoders, the first 64 examples of each
+split, two epochs of two steps) writes every file; the tests read them back, re-evaluate the run from its saved
 model, export it and serve the export with TensorFlow alone. The full-size job runs
 through the `mmrep train` command in tests/test_cli.py.
 """
 
-import contextlib
-import io
 import json
 import os
 import struct
@@ -22,31 +20,18 @@ from mmrep.job import RunError, evaluate_run, export_run, train_run
 from mmrep.job import run_folder as rf
 from mmrep.job.plots import CURVES_FILE, PROJECTION_FILE, RETRIEVAL_FILE
 from mmrep.training import TrainingOptions
-from tests.job.test_model import TINY
+from tests.job.test_model import TINY, TINY_RUN_LIMIT
+
+# The slow tier (--run-slow): the main job end to end, on the session's one tiny run.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny_run")]
 
 PNGS = (CURVES_FILE, PROJECTION_FILE, RETRIEVAL_FILE)
-LIMIT = 64
+LIMIT = TINY_RUN_LIMIT
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("job")
-    runs, exports = str(root / "runs"), str(root / "saved_models")
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-        folder = train_run(
-            "coordinated",
-            epochs=2,
-            seed=3,
-            runs_dir=runs,
-            export_dir=exports,
-            batch_size=16,
-            steps_per_epoch=2,
-            limit=LIMIT,
-            verbose=0,
-            sizes=TINY,
-        )
-    return {"folder": folder, "runs": runs, "exports": exports, "printed": buffer.getvalue()}
+def run(tiny_run):
+    return tiny_run
 
 
 def png_size(path):

@@ -9,24 +9,16 @@ one-modality example to the classifier's bias (a zero bilinear feature); and the
 dropout drops each modality with probability `drop / 2` and never both.
 """
 
-import importlib.util
-import os
-
 import numpy as np
 import pytest
 import tensorflow as tf
 
-RECIPE = os.path.join(
-    os.path.dirname(__file__), "..", "..", "recipes", "audio_visual_bilinear_mmdigits.py"
-)
+from tests.recipes import load_recipe
 
 
 @pytest.fixture(scope="module")
 def recipe():
-    spec = importlib.util.spec_from_file_location("audio_visual_bilinear_recipe", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_recipe("audio_visual_bilinear_mmdigits.py")
 
 
 def _inputs(rng, n=6):
@@ -68,6 +60,7 @@ def test_an_absent_modality_does_not_reach_the_prediction(recipe, fusion, missin
         assert not np.allclose(predict(junks[0], np.ones((n, 2), "float32")), reference)
 
 
+@pytest.mark.slow  # recipe training
 def test_zeros_for_a_missing_modality_leave_only_the_classifier_bias(recipe):
     args = recipe.parse_args(["--smoke"])
     model = recipe.build("compact", "zeros", args)

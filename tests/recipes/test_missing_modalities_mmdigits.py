@@ -1,23 +1,15 @@
 """recipes/missing_modalities_mmdigits.py: the model learns every modality and ignores
 absent ones (their inputs hold misleading values), and survives a `.keras` round trip."""
 
-import importlib.util
-import os
-
 import numpy as np
 import pytest
 
-RECIPE = os.path.join(
-    os.path.dirname(__file__), "..", "..", "recipes", "missing_modalities_mmdigits.py"
-)
+from tests.recipes import load_recipe
 
 
 @pytest.fixture(scope="module")
 def recipe():
-    spec = importlib.util.spec_from_file_location("missing_modalities_recipe", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_recipe("missing_modalities_mmdigits.py")
 
 
 def test_misleading_values_and_presence(recipe):

@@ -9,21 +9,19 @@ that ignores padding (the padding token's word vector can be anything), and a fe
 of `fit` lower the contrastive loss.
 """
 
-import importlib.util
 import os
 
 import numpy as np
 import pytest
+
+from tests.recipes import load_recipe
 
 RECIPE = os.path.join(os.path.dirname(__file__), "..", "..", "recipes", "retrieval_mmdigits.py")
 
 
 @pytest.fixture(scope="module")
 def recipe():
-    spec = importlib.util.spec_from_file_location("retrieval_recipe", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_recipe("retrieval_mmdigits.py")
 
 
 def _labels(n, seed):
@@ -103,6 +101,7 @@ def test_model_embeddings_are_unit_norm_and_ignore_padding(recipe):
     np.testing.assert_allclose(changed[~holds], out["text"][~holds], atol=1e-5)
 
 
+@pytest.mark.slow  # recipe training
 def test_a_training_step_lowers_the_loss(recipe):
     args = recipe.parse_args(["--smoke"])
     args.text_width, args.text_layers, args.embedding_dim = 16, 1, 8

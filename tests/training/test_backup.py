@@ -102,6 +102,7 @@ def reference(tmp_path_factory):
         process.wait()
 
 
+@pytest.mark.slow  # kill and resume
 def test_sigkill_mid_epoch_then_restart_matches_uninterrupted_run(tmp_path, reference):
     command = _job(tmp_path, "--pause-at", "1:1", "--pause-marker", str(tmp_path / "paused"))
     with open(tmp_path / "stderr.txt", "ab") as stderr:
@@ -129,6 +130,7 @@ def test_sigkill_mid_epoch_then_restart_matches_uninterrupted_run(tmp_path, refe
     assert not (tmp_path / "backup").exists()  # deleted once training finished
 
 
+@pytest.mark.slow  # kill and resume
 def test_sigkill_during_backup_writes_resumes_from_previous_backup(tmp_path, reference):
     backup = tmp_path / "backup"
     command = _job(

@@ -42,6 +42,7 @@ def _contrastive():
     return model, PAIRS, lambda m: [m.optimizer]
 
 
+@pytest.mark.slow  # kill and resume
 @pytest.mark.parametrize("build", [_gan, _contrastive], ids=["ebm_gan", "contrastive"])
 def test_resumed_run_equals_uninterrupted_run(tmp_path, build):
     interrupted, data, optimizers = build()

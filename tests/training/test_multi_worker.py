@@ -28,6 +28,9 @@ import tensorflow as tf
 from tests.training.multi_worker_job import free_ports, tf_config
 from tests.training.worker_models import CONTROLS, MODELS
 
+# The slow tier (--run-slow): multi-worker training.
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TIMEOUT_S = 300
 RTOL, ATOL = 1e-5, 2e-6

@@ -9,8 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from mmrep.training.option_arguments import PRECISIONS, add_training_arguments
-from mmrep.training.options import TrainingOptions
+from mmrep.training.options import PRECISIONS, TrainingOptions, add_training_arguments
 
 
 def _parser():

@@ -243,6 +243,7 @@ def test_bad_tpu_argument_is_named(kwargs, name):
         select_strategy(environ={}, **kwargs)
 
 
+@pytest.mark.slow  # multi-worker
 def test_multi_worker_strategy_after_other_ops_gets_a_clear_error():
     env = {
         **os.environ,

@@ -68,6 +68,7 @@ def test_torch_state_dict_gives_the_same_model(tiny_weights, tmp_path):
         np.testing.assert_array_equal(layer.kernel.numpy(), tiny_weights[f"vggish/{scope}/weights"])
 
 
+@pytest.mark.slow  # convergence
 def test_loaded_weights_train(tiny_weights, tmp_path):
     folder = checkpoints.write_saved_model(tiny_weights, tmp_path / "hub")
     layer = VGGish(pooling="mean", **TINY).load_pretrained(folder)

@@ -76,6 +76,7 @@ json.dump({"embeddings": out.numpy().tolist(), "modules": modules}, open(sys.arg
 """
 
 
+@pytest.mark.slow  # fresh-process serving
 def test_saved_model_serves_raw_strings_in_a_fresh_process(checkpoint, tmp_path):
     directory, model = checkpoint
     tokenizer = TextTokenizer.from_pretrained(directory, sequence_length=LENGTH)

@@ -81,6 +81,7 @@ def test_whole_encoder_frozen_and_unfrozen_again(checkpoint):
         encoder.freeze_lower_layers(3)
 
 
+@pytest.mark.slow  # convergence
 def test_mixed_float16_fine_tuning_learns_and_stays_close_to_float32(checkpoint):
     batch, labels = toy_task()
     full = BertEncoder.from_pretrained(checkpoint)(batch)

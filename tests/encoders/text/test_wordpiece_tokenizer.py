@@ -236,6 +236,7 @@ SERVE = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # fresh-process serving
 def test_saved_model_serves_strings_in_a_fresh_process(folders, tmp_path):
     """A fresh Python with only tensorflow and tensorflow_text serves Hugging Face's ids."""
     first, second = (list(side) for side in zip(*PAIRS, strict=True))
