@@ -49,16 +49,33 @@ def tiny_run(tmp_path_factory):
     (tests/job/test_train_run.py and the CLI's evaluate/export/embed tests): tiny
     encoders, the first 64 examples of each split, two epochs of two steps, exported.
 
-    Tests that use it carry `@pytest.mark.xdist_group("tiny_run")`, so that under
-    pytest-xdist one worker trains it once.
+    Under pytest-xdist the workers share it: the first to need it trains it in the
+    session's common temporary folder, under a file lock, and the others read it there.
     """
+    import json
+
+    from filelock import FileLock
+
+    # The parent of a worker's base temporary folder is common to all workers.
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent
+    with FileLock(str(shared / "tiny_run.lock")):
+        made = shared / "tiny_run.json"
+        if made.exists():
+            return json.loads(made.read_text())
+        run = _train_tiny_run(shared / "tiny_run")
+        made.write_text(json.dumps(run))
+        return run
+
+
+def _train_tiny_run(root):
     import contextlib
     import io
 
     from mmrep.job import train_run
     from tests.job.test_model import TINY, TINY_RUN_LIMIT
 
-    root = tmp_path_factory.mktemp("job")
     runs, exports = str(root / "runs"), str(root / "saved_models")
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):

@@ -59,13 +59,17 @@ def test_train_command(tmp_path):
 
 
 @pytest.mark.slow  # CLI end to end, on the session's one tiny run
-@pytest.mark.xdist_group("tiny_run")
 def test_evaluate_export_and_embed_commands(tiny_run, tmp_path, capsys):
+    import shutil
+
     import numpy as np
 
     from mmrep.data import export_mmdigits
 
-    runs, name = tiny_run["runs"], os.path.basename(tiny_run["folder"])
+    # A copy: `evaluate` rewrites the run's files, which other tests read meanwhile.
+    name = os.path.basename(tiny_run["folder"])
+    runs = str(tmp_path / "runs")
+    shutil.copytree(tiny_run["folder"], os.path.join(runs, name))
     assert main(["evaluate", name, "--runs-dir", runs]) == 0
     assert "Test results" in capsys.readouterr().out
     exports = str(tmp_path / "saved_models")

@@ -23,7 +23,7 @@ from mmrep.training import TrainingOptions
 from tests.job.test_model import TINY, TINY_RUN_LIMIT
 
 # The slow tier (--run-slow): the main job end to end, on the session's one tiny run.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny_run")]
+pytestmark = pytest.mark.slow
 
 PNGS = (CURVES_FILE, PROJECTION_FILE, RETRIEVAL_FILE)
 LIMIT = TINY_RUN_LIMIT
