@@ -146,3 +146,15 @@ def test_every_registered_loss_and_metric_deserialises_after_a_bare_import_mmrep
     assert done.returncode == 0, done.stderr[-3000:]
     rebuilt = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("REBUILT")]
     assert rebuilt == [c.__name__ for c in others]
+
+
+def test_every_subpackage_is_an_attribute_after_import_mmrep():
+    code = (
+        "import mmrep, types; "
+        "print(sorted(n for n in mmrep.__all__ if isinstance(getattr(mmrep, n), types.ModuleType)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    expected = ["data", "encoders", "export", "fusion", "heads", "job", "losses", "metrics"]
+    expected += ["preprocessing", "training", "utils"]
+    assert done.stdout.split("\n")[-2] == str(expected)

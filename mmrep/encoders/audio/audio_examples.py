@@ -6,6 +6,7 @@ from keras import ops
 
 from mmrep.encoders.audio import waveform_checks as checks
 from mmrep.encoders.audio.log_mel import LogMelSpectrogram, count_windows
+from mmrep.utils.arguments import check_int
 
 
 def resolve_frontend(frontend, dtype_policy):
@@ -78,8 +79,8 @@ class AudioExamples(keras.layers.Layer):
 
     def __init__(self, frontend=None, example_frames=96, example_hop=96, pad_short=False, **kwargs):
         super().__init__(**kwargs)
-        example_frames = checks.check_positive_int("example_frames", example_frames)
-        example_hop = checks.check_positive_int("example_hop", example_hop)
+        example_frames = check_int("example_frames", example_frames, minimum=1)
+        example_hop = check_int("example_hop", example_hop, minimum=1)
         if not isinstance(pad_short, bool):
             raise ValueError(
                 f"Expected `pad_short` to be a bool. Received: pad_short={pad_short!r}"

@@ -8,6 +8,7 @@ import tensorflow as tf
 from keras import ops
 
 from mmrep.encoders.audio import waveform_checks as checks
+from mmrep.utils.arguments import check_int
 
 _STFT_DTYPES = ("float64", "float32")
 
@@ -129,14 +130,14 @@ class LogMelSpectrogram(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        sample_rate = checks.check_positive_int("sample_rate", sample_rate)
-        window_length = checks.check_positive_int("window_length", window_length)
-        hop_length = checks.check_positive_int("hop_length", hop_length)
-        num_mel_bins = checks.check_positive_int("num_mel_bins", num_mel_bins)
+        sample_rate = check_int("sample_rate", sample_rate, minimum=1)
+        window_length = check_int("window_length", window_length, minimum=1)
+        hop_length = check_int("hop_length", hop_length, minimum=1)
+        num_mel_bins = check_int("num_mel_bins", num_mel_bins, minimum=1)
         if fft_length is None:
             resolved_fft = 2 ** math.ceil(math.log2(window_length))
         else:
-            fft_length = checks.check_positive_int("fft_length", fft_length)
+            fft_length = check_int("fft_length", fft_length, minimum=1)
             if fft_length < window_length:
                 raise ValueError(
                     "Expected `fft_length` >= `window_length` "

@@ -3,10 +3,9 @@
 import keras
 from keras import ops
 
-from mmrep.encoders.audio import waveform_checks as checks
 from mmrep.encoders.audio.audio_examples import AudioExamples
 from mmrep.encoders.pooling import POOLINGS, masked_pool
-from mmrep.utils.arguments import is_int
+from mmrep.utils.arguments import check_int, is_int
 from mmrep.utils.masks import as_bool_mask
 
 _POOLINGS = (None, *POOLINGS)
@@ -111,13 +110,13 @@ class VGGish(keras.layers.Layer):
                 f"Received: conv_filters={conv_filters}"
             )
         fc_units = _int_tuple("fc_units", fc_units, allow_empty=True)
-        example_hop = checks.check_positive_int("example_hop", example_hop)
+        example_hop = check_int("example_hop", example_hop, minimum=1)
         self.pooling = pooling
         self.pad_short = pad_short
         self.example_hop = example_hop
         self.conv_filters = conv_filters
         self.fc_units = fc_units
-        self.embedding_dim = checks.check_positive_int("embedding_dim", embedding_dim)
+        self.embedding_dim = check_int("embedding_dim", embedding_dim, minimum=1)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         # Waveforms must reach the frontend in float32: no autocast on the way in.
         self.autocast = False

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from mmrep.encoders.audio import waveform_checks as checks
+from mmrep.utils.arguments import check_int
 
 QUANTIZE_MIN = -2.0
 QUANTIZE_MAX = 2.0
@@ -56,7 +56,7 @@ class VGGishPostprocess(keras.layers.Layer):
         if not isinstance(quantize, bool):
             raise ValueError(f"Expected `quantize` to be a bool. Received: quantize={quantize!r}")
         self.quantize = quantize
-        self.embedding_dim = checks.check_positive_int("embedding_dim", embedding_dim)
+        self.embedding_dim = check_int("embedding_dim", embedding_dim, minimum=1)
         self.autocast = False
 
     def build(self, input_shape):

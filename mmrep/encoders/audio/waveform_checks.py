@@ -17,13 +17,6 @@ from mmrep.utils.arguments import is_int
 INT16_SCALE = 1.0 / 32768.0
 
 
-def check_positive_int(name, value):
-    """Returns `value` as a Python int, or raises a `ValueError` naming `name`."""
-    if not is_int(value, 1):
-        raise ValueError(f"Expected `{name}` to be a positive int. Received: {name}={value!r}")
-    return int(value)
-
-
 def check_number(name, value):
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"Expected `{name}` to be a number. Received: {name}={value!r}")

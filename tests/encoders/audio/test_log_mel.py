@@ -207,7 +207,7 @@ def test_declared_sample_rate_must_match():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"sample_rate": 0}, r"`sample_rate` to be a positive int. Received: sample_rate=0"),
+        ({"sample_rate": 0}, r"`sample_rate` to be an int >= 1. Received: sample_rate=0"),
         ({"window_length": 2.5}, r"Received: window_length=2.5"),
         ({"fft_length": 256}, r"`fft_length` >= `window_length` \(400\). Received: fft_length=256"),
         ({"upper_edge_hertz": 9000.0}, r"upper_edge_hertz=9000.0"),
