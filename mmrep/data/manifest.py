@@ -96,7 +96,30 @@ def _columns(path, rows, modalities, ignore):
         raise ManifestError(
             f"{path}: no modality column; expected some of {KINDS}. Found: {present}"
         )
-    return {c: modalities[c] for c in ordered_modalities(modalities)}
+    columns = {c: modalities[c] for c in ordered_modalities(modalities)}
+    clash = sorted(_padding_keys(columns) & {*columns, "label", "presence"})
+    if clash:
+        raise ManifestError(
+            f"{path}: columns {clash} collide with the padding keys mmrep adds "
+            "(`<audio column>_length`, `<video column>_frame_mask`); rename them."
+        )
+    return columns
+
+
+def length_key(column):
+    """The key of an audio column's sample count before padding: `"<column>_length"`."""
+    return f"{column}_length"
+
+
+def frame_mask_key(column):
+    """The key of a video column's frame mask (True for decoded frames): `"<column>_frame_mask"`."""
+    return f"{column}_frame_mask"
+
+
+def _padding_keys(columns):
+    return {length_key(c) for c, k in columns.items() if k == "audio"} | {
+        frame_mask_key(c) for c, k in columns.items() if k == "video"
+    }
 
 
 def _empty(value):
@@ -130,7 +153,13 @@ class _Decoder:
         if kind == "image":
             return read_image_file(file)
         if kind == "audio":
-            return _fit(load_audio(file, SAMPLE_RATE), self.audio_samples)
+            waveform = load_audio(file, SAMPLE_RATE)
+            length = (
+                len(waveform)
+                if self.audio_samples is None
+                else min(len(waveform), self.audio_samples)
+            )
+            return _fit(waveform, self.audio_samples), length
         frames, _ = read_video(file, max_frames=self.video_frames or self.max_video_frames)
         return frames
 
@@ -140,12 +169,18 @@ class _Decoder:
             value = row.get(column)
             if _empty(value):
                 example[column] = self.placeholder(kind)
+                if kind == "audio":
+                    example[length_key(column)] = np.int32(0)
                 presence.append(0.0)
                 continue
             try:
-                example[column] = self.decode(kind, value)
+                decoded = self.decode(kind, value)
             except (OSError, ValueError) as error:
                 raise ManifestError(f"row {number}: {column} file {value!r}: {error}") from error
+            if kind == "audio":
+                decoded, length = decoded
+                example[length_key(column)] = np.int32(length)
+            example[column] = decoded
             presence.append(1.0)
         if not any(presence):
             raise ManifestError(
@@ -179,16 +214,19 @@ def _finish(columns, image_size, video_size, video_frames):
         )
 
     def video(frames):
+        """`(frames [T, S, S, 3], frame mask [T])`: decoded frames, then zero padding."""
+        count = tf.shape(frames)[0]
         resized = tf.cond(
-            tf.shape(frames)[0] > 0,
+            count > 0,
             lambda: resize_image(frames, video_size),
             lambda: tf.zeros((0, video_size, video_size, 3), tf.uint8),
         )
         if video_frames is None:
-            return resized
-        padding = tf.maximum(video_frames - tf.shape(resized)[0], 0)
+            return resized, tf.ones((count,), tf.bool)
+        padding = tf.maximum(video_frames - count, 0)
         padded = tf.pad(resized, [[0, padding], [0, 0], [0, 0], [0, 0]])
-        return tf.ensure_shape(padded, (video_frames, video_size, video_size, 3))
+        mask = tf.range(video_frames) < count
+        return tf.ensure_shape(padded, (video_frames, video_size, video_size, 3)), mask
 
     def finish(example):
         example = dict(example)
@@ -196,7 +234,7 @@ def _finish(columns, image_size, video_size, video_frames):
             if kind == "image":
                 example[column] = image(example[column])
             elif kind == "video":
-                example[column] = video(example[column])
+                example[column], example[frame_mask_key(column)] = video(example[column])
         return example
 
     return finish
@@ -254,10 +292,14 @@ def from_manifest(
     Returns:
         An unbatched dataset of dicts: one entry per modality column (uint8 image
         `[S, S, 3]`, string text, float32 audio `[samples]` at 16 kHz, uint8 video
-        `[T, S, S, 3]`), `"presence"` (float32 `[M]`, 1 where the row has the modality, columns
-        in mmrep's modality order: `mmrep.MODALITY_ORDER`, then other modality column
-        names sorted, whatever the manifest's column order) and, when the manifest has labels, `"label"`
-        (int32 if every label is an integer, else string).
+        `[T, S, S, 3]`); what padding hides, for each audio column `"<column>_length"`
+        (int32, the samples before zero padding, 0 for a missing clip; VGGish's `lengths`)
+        and for each video column `"<column>_frame_mask"` (bool `[T]`, True for decoded
+        frames; `VideoEncoder`'s `frame_mask`), so padding is never pooled as content and
+        `padded_batch` keeps them aligned; `"presence"` (float32 `[M]`, 1 where the row has
+        the modality, columns in mmrep's modality order: `mmrep.MODALITY_ORDER`, then other
+        modality column names sorted, whatever the manifest's column order) and, when the
+        manifest has labels, `"label"` (int32 if every label is an integer, else string).
 
     Raises:
         FileNotFoundError: the manifest does not exist.
@@ -319,6 +361,9 @@ def from_manifest(
             warnings.warn(message, stacklevel=2)
 
     signature = {c: _spec(kind, audio_samples) for c, kind in columns.items()}
+    signature.update(
+        {length_key(c): tf.TensorSpec((), tf.int32) for c, k in columns.items() if k == "audio"}
+    )
     signature["presence"] = tf.TensorSpec((len(columns),), tf.float32)
     if labels is not None:
         signature["label"] = tf.TensorSpec((), tf.int32 if labels.dtype == "int32" else tf.string)

@@ -231,3 +231,59 @@ def test_jpeg_rows_decode_like_pil(tmp_path):
     )
     assert np.abs(example["image"].numpy().astype(int) - resized.astype(int)).max() <= 2
     assert reference.shape == (24, 40, 3)
+
+
+def test_padding_comes_with_lengths_and_frame_masks(files):
+    """Zero padding is marked: audio by its sample count before padding (VGGish's
+    `lengths`), video by a frame mask (`VideoEncoder`'s `frame_mask`); a missing clip has
+    length 0 and an all-False mask. The references: the 0.5 s file resampled by librosa
+    (8,000 samples at 16 kHz) and the 6 frames written to the MP4."""
+    stereo, rate = soundfile.read(files / "a.wav", dtype="float32")
+    samples = len(librosa.resample(stereo.mean(axis=1), orig_sr=rate, target_sr=16000))
+    rows = [{"audio": "a.wav", "video": "a.mp4"}, {"audio": "", "video": "a.mp4"}]
+    rows.append({"audio": "a.wav", "video": ""})
+    path = write_csv(files / "m.csv", rows, ["video", "audio"])
+    fixed = list(from_manifest(path, audio_seconds=1.0, video_size=8, video_frames=10))
+    assert [int(e["audio_length"]) for e in fixed] == [samples, 0, samples]
+    assert not fixed[0]["audio"].numpy()[samples:].any()
+    for example, frames in zip(fixed, (6, 6, 0), strict=True):
+        np.testing.assert_array_equal(example["video_frame_mask"], np.arange(10) < frames)
+    # A crop is a crop: no padding, the whole window is real.
+    (short,) = list(
+        from_manifest(write_csv(files / "c.csv", [{"audio": "a.wav"}], ["audio"]), audio_seconds=0.25)
+    )
+    assert int(short["audio_length"]) == 4000
+
+    # Variable lengths: `padded_batch` pads the frames with zeros and the masks with False.
+    loose = from_manifest(path, video_size=8).padded_batch(3)
+    batch = next(iter(loose))
+    np.testing.assert_array_equal(batch["audio_length"], [samples, 0, samples])
+    np.testing.assert_array_equal(batch["video_frame_mask"].numpy().sum(axis=1), [6, 6, 0])
+    assert batch["video"].shape[1] == 6 and not batch["video"].numpy()[2].any()
+
+
+def test_masked_video_pooling_ignores_the_padding(files):
+    """Through `VideoEncoder(pooling="mean")` with the manifest's frame mask, a clip padded
+    to 10 frames encodes as the mean over its 6 decoded frames only (float64 reference)."""
+    import keras
+
+    from mmrep.encoders import VideoEncoder
+
+    path = write_csv(files / "m.csv", [{"video": "a.mp4"}], ["video"])
+    batch = next(iter(from_manifest(path, video_size=8, video_frames=10).batch(1)))
+    frame_encoder = keras.Sequential(
+        [keras.Input((8, 8, 3)), keras.layers.Flatten(), keras.layers.Dense(3)]
+    )
+    encoder = VideoEncoder(frame_encoder, pooling="mean")
+    got = encoder(batch["video"], frame_mask=batch["video_frame_mask"]).numpy()
+    kernel, bias = (w.numpy().astype("float64") for w in frame_encoder.layers[-1].weights)
+    frames = batch["video"].numpy()[0, :6].reshape(6, -1).astype("float64")
+    np.testing.assert_allclose(got[0], (frames @ kernel + bias).mean(axis=0), rtol=1e-4, atol=1e-3)
+
+
+def test_a_column_named_like_a_padding_key_is_refused(files):
+    path = write_csv(
+        files / "m.csv", [{"audio": "a.wav", "audio_length": "a.wav"}], ["audio", "audio_length"]
+    )
+    with pytest.raises(ManifestError, match=r"\['audio_length'\] collide with the padding keys"):
+        from_manifest(path, modalities={"audio": "audio", "audio_length": "audio"})
