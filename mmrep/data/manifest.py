@@ -20,6 +20,7 @@ import warnings
 import numpy as np
 
 from mmrep.preprocessing.audio_io import SAMPLE_RATE, load_audio
+from mmrep.preprocessing.frame_sampling import sample_frames
 from mmrep.preprocessing.image_io import decode_image, read_image_file, resize_image
 from mmrep.preprocessing.video_io import read_video
 from mmrep.utils.modalities import MODALITY_ORDER, ordered_modalities
@@ -106,6 +107,26 @@ def _columns(path, rows, modalities, ignore):
     return columns
 
 
+def _check_sampling(strategy, fps, num_frames):
+    """`(strategy, fps)` after checking that they go together."""
+    if strategy not in ("first", "uniform", "interval"):
+        raise ValueError(
+            "Expected `video_sampling` to be 'first', 'uniform' or 'interval'. "
+            f"Received: video_sampling={strategy!r}"
+        )
+    if (fps is not None) != (strategy == "interval"):
+        raise ValueError(
+            "Expected `video_fps` with video_sampling='interval' and only there. "
+            f"Received: video_sampling={strategy!r}, video_fps={fps!r}"
+        )
+    if strategy == "uniform" and num_frames is None:
+        raise ValueError(
+            "Expected `video_frames` (the number of segments) with video_sampling='uniform'. "
+            "Received: video_frames=None"
+        )
+    return strategy, fps
+
+
 def length_key(column):
     """The key of an audio column's sample count before padding: `"<column>_length"`."""
     return f"{column}_length"
@@ -134,10 +155,11 @@ class _Decoder:
     halved throughput). Images are decoded and frames resized in the graph (`_finish`).
     """
 
-    def __init__(self, root, columns, audio_samples, video_frames, max_video_frames):
+    def __init__(self, root, columns, audio_samples, video_frames, max_video_frames, sampling):
         self.root, self.columns = root, columns
         self.audio_samples = audio_samples
         self.video_frames, self.max_video_frames = video_frames, max_video_frames
+        self.sampling = sampling  # `(strategy, fps)`
 
     def placeholder(self, kind):
         if kind == "audio":
@@ -160,8 +182,13 @@ class _Decoder:
                 else min(len(waveform), self.audio_samples)
             )
             return _fit(waveform, self.audio_samples), length
-        frames, _ = read_video(file, max_frames=self.video_frames or self.max_video_frames)
-        return frames
+        strategy, fps = self.sampling
+        if strategy == "first":
+            frames, _ = read_video(file, max_frames=self.video_frames or self.max_video_frames)
+            return frames
+        sampled = sample_frames(file, fps=fps, num_frames=self.video_frames, strategy=strategy)
+        # Only "interval" pads, and only at the end, where the graph pads again with its mask.
+        return sampled.frames[sampled.mask]
 
     def row(self, number, row):
         example, presence = {}, []
@@ -263,6 +290,8 @@ def from_manifest(
     video_size=112,
     video_frames=None,
     max_video_frames=256,
+    video_sampling="first",
+    video_fps=None,
     on_error="raise",
     num_parallel_reads=4,
 ):
@@ -283,6 +312,14 @@ def from_manifest(
         video_frames: int or `None`. Decode this many frames from the start, zero-padding
             shorter videos; `None` decodes up to `max_video_frames`. Defaults to `None`.
         max_video_frames: int. The frame cap when `video_frames` is `None`. Defaults to `256`.
+        video_sampling: `"first"`, `"uniform"` or `"interval"`. Which frames a video
+            gives (`mmrep.preprocessing.sample_frames`): the first ones decoded; the
+            centres of `video_frames` equal segments of the clip (Temporal Segment
+            Networks' test-time sampling; needs `video_frames`); or `video_fps` frames per
+            second from the start, truncated or padded to `video_frames` when given.
+            Defaults to `"first"`.
+        video_fps: positive number or `None`. The rate of `"interval"` sampling (only
+            there). Defaults to `None`.
         on_error: `"raise"` or `"skip"`. A missing, truncated or undecodable file, or a row
             with no modality, raises a `ManifestError` naming the row and file; with
             `"skip"` such rows are left out and, at the end of each pass, a warning lists
@@ -316,6 +353,7 @@ def from_manifest(
         raise ValueError(
             f"Expected `on_error` to be 'raise' or 'skip'. Received: on_error={on_error!r}"
         )
+    sampling = _check_sampling(video_sampling, video_fps, video_frames)
     rows = read_rows(path)
     if not rows:
         raise ManifestError(f"{path}: the manifest has no rows")
@@ -328,6 +366,7 @@ def from_manifest(
         audio_samples,
         video_frames,
         max_video_frames,
+        sampling,
     )
 
     def decode(item):

@@ -250,7 +250,9 @@ def test_padding_comes_with_lengths_and_frame_masks(files):
         np.testing.assert_array_equal(example["video_frame_mask"], np.arange(10) < frames)
     # A crop is a crop: no padding, the whole window is real.
     (short,) = list(
-        from_manifest(write_csv(files / "c.csv", [{"audio": "a.wav"}], ["audio"]), audio_seconds=0.25)
+        from_manifest(
+            write_csv(files / "c.csv", [{"audio": "a.wav"}], ["audio"]), audio_seconds=0.25
+        )
     )
     assert int(short["audio_length"]) == 4000
 
@@ -287,3 +289,43 @@ def test_a_column_named_like_a_padding_key_is_refused(files):
     )
     with pytest.raises(ManifestError, match=r"\['audio_length'\] collide with the padding keys"):
         from_manifest(path, modalities={"audio": "audio", "audio_length": "audio"})
+
+
+def _bar_frame_index(frame):
+    """Which frame of `write_mp4` this is: frame t has a white bar at columns 4t..4t+8."""
+    columns = frame.astype("float64").mean(axis=(0, 2))
+    bright = np.flatnonzero(columns > 128)
+    return round((bright.mean() - 3.5) / 4)
+
+
+def test_video_sampling_picks_frames_by_time(files):
+    """The MP4 holds frames 0..5 at 8 fps (0.75 s). Uniform sampling of 3 segments takes
+    the frames shown at the segments' centres (0.125, 0.375, 0.625 s: frames 1, 3, 5);
+    interval sampling at 4 fps takes 0, 0.25, 0.5 s (frames 0, 2, 4), then pads."""
+    path = write_csv(files / "m.csv", [{"video": "a.mp4"}], ["video"])
+    (uniform,) = from_manifest(path, video_size=48, video_frames=3, video_sampling="uniform")
+    assert [_bar_frame_index(f) for f in uniform["video"].numpy()] == [1, 3, 5]
+    np.testing.assert_array_equal(uniform["video_frame_mask"], [True] * 3)
+    (interval,) = from_manifest(
+        path, video_size=48, video_frames=5, video_sampling="interval", video_fps=4
+    )
+    frames = interval["video"].numpy()
+    assert [_bar_frame_index(f) for f in frames[:3]] == [0, 2, 4] and not frames[3:].any()
+    np.testing.assert_array_equal(interval["video_frame_mask"], [True] * 3 + [False] * 2)
+    (first,) = from_manifest(path, video_size=48, video_frames=3)
+    assert [_bar_frame_index(f) for f in first["video"].numpy()] == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"video_sampling": "middle"}, "'first', 'uniform' or 'interval'"),
+        ({"video_sampling": "interval"}, "`video_fps` with video_sampling='interval'"),
+        ({"video_fps": 2}, "`video_fps` with video_sampling='interval' and only there"),
+        ({"video_sampling": "uniform"}, "`video_frames` .* with video_sampling='uniform'"),
+    ],
+)
+def test_video_sampling_arguments_are_checked(files, kwargs, message):
+    path = write_csv(files / "m.csv", [{"video": "a.mp4"}], ["video"])
+    with pytest.raises(ValueError, match=message):
+        from_manifest(path, **kwargs)
