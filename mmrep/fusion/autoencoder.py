@@ -54,8 +54,8 @@ class MultimodalAutoencoder(keras.layers.Layer):
 
     Args:
         code_dim: int. Width of the shared code.
-        modalities: list of str, or `None` (the input keys in mmrep's modality order). The order of the
-            columns of `presence`. Defaults to `None`.
+        modalities: list of str, or `None` (the input keys in mmrep's modality order).
+            The order of the columns of `presence`. Defaults to `None`.
         encoder_units: tuple of ints. Hidden widths of each encoder. Defaults to `()`.
         decoder_units: tuple of ints. Hidden widths of each decoder. Defaults to `()`.
         activation: str or `None`. Hidden-layer activation. Defaults to `"relu"`.

@@ -62,8 +62,8 @@ class BilinearFusion(keras.layers.Layer):
         output_dim: int or `None`. The output width for `"compact"` (the sketch length `d`)
             and `"low_rank"`; must be `None` for `"full"`, whose width is `D1 * D2`.
         modalities: list of two str, or `None`. The modality order (`x` first), also the
-            column order of `presence`. `None` takes the keys of the input in mmrep's modality order (`mmrep.MODALITY_ORDER`).
-            Defaults to `None`.
+            column order of `presence`. `None` takes the keys of the input in mmrep's
+            modality order (`mmrep.MODALITY_ORDER`). Defaults to `None`.
         signed_sqrt: bool or `None`. Whether to apply the signed square root. `None`
             means `True`, except `False` for MLB. Defaults to `None`.
         l2_normalize: bool or `None`. Whether to L2-normalise the output. `None` means

@@ -62,7 +62,8 @@ class CoordinatedEmbedding(keras.layers.Layer):
         embedding_dim: int. Width of the shared space.
         modalities: list of str, or `None`. The modality names, in the order the
             columns of `presence` are read. `None` takes the keys of the first input in
-            mmrep's modality order (`mmrep.MODALITY_ORDER`). `"logit_scale"` is reserved. Defaults to `None`.
+            mmrep's modality order (`mmrep.MODALITY_ORDER`). `"logit_scale"` is reserved.
+            Defaults to `None`.
         hidden_dims: tuple of ints. Widths of the hidden layers of each head's MLP
             (empty: a linear projection, as in CLIP). Defaults to `()`.
         hidden_activation: str. Activation of the hidden layers. Defaults to `"relu"`.

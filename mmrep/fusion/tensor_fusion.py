@@ -67,8 +67,8 @@ class TensorFusion(keras.layers.Layer):
 
     Args:
         modalities: list of str, or `None`. The order of the outer product and of the
-            columns of `presence`. `None` takes the keys of the input in mmrep's modality order (`mmrep.MODALITY_ORDER`).
-            Defaults to `None`.
+            columns of `presence`. `None` takes the keys of the input in mmrep's modality
+            order (`mmrep.MODALITY_ORDER`). Defaults to `None`.
         **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
 
     Call arguments:
@@ -143,8 +143,8 @@ class LowRankTensorFusion(keras.layers.Layer):
         output_dim: int. The output width.
         rank: int. The number of rank-one terms `r`.
         modalities: list of str, or `None`. The order of the modalities and of the
-            columns of `presence`. `None` takes the keys of the input in mmrep's modality order (`mmrep.MODALITY_ORDER`).
-            Defaults to `None`.
+            columns of `presence`. `None` takes the keys of the input in mmrep's modality
+            order (`mmrep.MODALITY_ORDER`). Defaults to `None`.
         kernel_initializer: Initializer of the factors and the fusion weights.
             Defaults to `"glorot_normal"` (the authors' Xavier normal).
         bias_initializer: Initializer of the bias. Defaults to `"zeros"`.
