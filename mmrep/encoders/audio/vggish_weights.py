@@ -192,9 +192,27 @@ def _read_saved_model(path):
 
 
 def _resolve_hub(handle):
+    """The local SavedModel folder of a TF Hub handle: from the TF Hub cache, else
+    downloaded into it by `tensorflow_hub` (which needs the network)."""
+    from mmrep.encoders.saved_model_handles import hub_cache_folder
+
+    folder = hub_cache_folder(handle)
+    if folder.is_dir() and any(folder.iterdir()):
+        logger.info("%s: found in the TF Hub cache at %s", handle, folder)
+        return str(folder)
     hub = _import_tensorflow_hub()
-    logger.info("%s: resolving with tensorflow_hub (cache: TFHUB_CACHE_DIR)", handle)
-    return hub.resolve(handle)
+    logger.info("%s: not in the TF Hub cache; downloading it to %s", handle, folder)
+    try:
+        return hub.resolve(handle)
+    except (OSError, ValueError, tf.errors.OpError) as error:  # URLError is an OSError
+        raise VGGishCheckpointError(
+            f"VGGish weights {handle!r}: not in the TF Hub cache (looked for the folder "
+            f"'{folder}', cache '{folder.parent}', set by TFHUB_CACHE_DIR) and downloading "
+            f"them failed: {type(error).__name__}: {error}. On a machine with network, "
+            f'run `TFHUB_CACHE_DIR={folder.parent} python -c "import tensorflow_hub as hub; '
+            f"hub.resolve('{handle}')\"` and copy that cache here, or pass a local SavedModel "
+            "folder or the TF1 checkpoint `vggish_model.ckpt`."
+        ) from error
 
 
 def _import_tensorflow_hub():

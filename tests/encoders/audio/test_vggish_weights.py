@@ -203,3 +203,68 @@ def test_non_finite_weights_are_refused(tiny_weights, tmp_path):
 def _write(path, data):
     path.write_bytes(data)
     return path
+
+
+def _serve(payload):
+    """A loopback HTTP server answering every GET with `payload`; returns `(server, port)`."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-tar")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, server.server_address[1]
+
+
+def test_hub_handle_not_in_the_cache_is_downloaded_into_it(tiny_weights, tmp_path, monkeypatch):
+    """A user online: the handle's compressed SavedModel is fetched (here from a loopback
+    server, as tfhub.dev serves `?tf-hub-format=compressed`), unpacked into the TF Hub
+    cache, and read from there the next time without the server."""
+    import io
+    import tarfile
+
+    folder = checkpoints.write_saved_model(tiny_weights, tmp_path / "published")
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+        tar.add(folder, arcname=".")
+    server, port = _serve(archive.getvalue())
+    cache = tmp_path / "tfhub_cache"
+    monkeypatch.setenv("TFHUB_CACHE_DIR", str(cache))
+    handle = f"http://127.0.0.1:{port}/google/vggish/1"
+    try:
+        downloaded = VGGish.from_pretrained(handle, **TINY)
+    finally:
+        server.shutdown()
+    cached = cache / hashlib.sha1(handle.encode()).hexdigest()
+    assert (cached / "saved_model.pb").is_file()
+    expected = _embeddings(VGGish.from_pretrained(folder, **TINY))
+    np.testing.assert_array_equal(_embeddings(downloaded), expected)
+    again = VGGish.from_pretrained(handle, **TINY)  # the server is gone: from the cache
+    np.testing.assert_array_equal(_embeddings(again), expected)
+
+
+def test_hub_handle_offline_and_not_cached_names_the_cache_and_the_way_to_fill_it(
+    tmp_path, monkeypatch
+):
+    server, port = _serve(b"")
+    server.shutdown()
+    server.server_close()  # nothing listens on the port now
+    cache = tmp_path / "tfhub_cache"
+    monkeypatch.setenv("TFHUB_CACHE_DIR", str(cache))
+    handle = f"http://127.0.0.1:{port}/google/vggish/1"
+    folder = cache / hashlib.sha1(handle.encode()).hexdigest()
+    with pytest.raises(VGGishCheckpointError) as error:
+        VGGish.from_pretrained(handle, **TINY)
+    message = str(error.value)
+    assert handle in message and str(folder) in message and "TFHUB_CACHE_DIR" in message
+    assert "downloading them failed: URLError" in message
