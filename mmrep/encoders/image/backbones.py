@@ -59,6 +59,8 @@ class BackboneSpec:
             `include_top=True` model has beyond this one, bottom to top. A full weights file
             holds them; loading sets them aside.
         imagenet_file: str. The no-top ImageNet file keras.applications downloads.
+        imagenet_url: str. Where keras.applications downloads it from.
+        imagenet_md5: str. The file's MD5 hash, as keras.applications checks it.
         reference: str. Where the architecture comes from (module and paper).
     """
 
@@ -69,6 +71,8 @@ class BackboneSpec:
     block_pattern: str
     top_layers: tuple = ()
     imagenet_file: str = ""
+    imagenet_url: str = ""
+    imagenet_md5: str = ""
     reference: str = ""
 
     def build(self, image_size, backbone_kwargs=None):
@@ -139,6 +143,8 @@ def _small_cnn(input_shape, **kwargs):
 
 
 _APPS = keras.applications
+# Where keras.applications downloads its ImageNet weights from.
+_KERAS_WEIGHTS = "https://storage.googleapis.com/"
 BACKBONES = {
     spec.name: spec
     for spec in (
@@ -151,6 +157,9 @@ BACKBONES = {
             block_pattern=r"(conv_1|conv|expanded_conv(?:_\d+)?)(?:_|$)",
             top_layers=(("conv_2", "Conv2D"), ("logits", "Conv2D")),
             imagenet_file="weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5",
+            imagenet_url=_KERAS_WEIGHTS + "tensorflow/keras-applications/mobilenet_v3/"
+            "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5",
+            imagenet_md5="d3e8ec802a04aa4fc771ee12a9a9b836",
             reference="keras.applications.MobileNetV3Small; Howard et al., "
             "'Searching for MobileNetV3', ICCV 2019",
         ),
@@ -162,6 +171,9 @@ BACKBONES = {
             block_pattern=r"(conv_1|conv|expanded_conv(?:_\d+)?)(?:_|$)",
             top_layers=(("conv_2", "Conv2D"), ("logits", "Conv2D")),
             imagenet_file="weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5",
+            imagenet_url=_KERAS_WEIGHTS + "tensorflow/keras-applications/mobilenet_v3/"
+            "weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5",
+            imagenet_md5="07fb09a5933dd0c8eaafa16978110389",
             reference="keras.applications.MobileNetV3Large; Howard et al., "
             "'Searching for MobileNetV3', ICCV 2019",
         ),
@@ -174,6 +186,9 @@ BACKBONES = {
             block_pattern=r"(conv1|conv\d+_block\d+)_",
             top_layers=(("predictions", "Dense"),),
             imagenet_file="resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            imagenet_url=_KERAS_WEIGHTS + "tensorflow/keras-applications/resnet/"
+            "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            imagenet_md5="4d473c1dd8becc155b73f8504c6f6626",
             reference="keras.applications.ResNet50; He et al., 'Deep Residual Learning "
             "for Image Recognition', CVPR 2016",
         ),
@@ -186,6 +201,8 @@ BACKBONES = {
             block_pattern=r"(stem|block\d+[a-z]|top)_",
             top_layers=(("predictions", "Dense"),),
             imagenet_file="efficientnetb0_notop.h5",
+            imagenet_url=_KERAS_WEIGHTS + "keras-applications/efficientnetb0_notop.h5",
+            imagenet_md5="50bc09e76180e00e4465e1a485ddc09d",
             reference="keras.applications.EfficientNetB0; Tan and Le, 'EfficientNet: "
             "Rethinking Model Scaling for Convolutional Neural Networks', ICML 2019",
         ),

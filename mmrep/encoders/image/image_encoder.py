@@ -50,8 +50,10 @@ class ImageEncoder(keras.layers.Layer):
 
     Args:
         backbone: str. A key of `BACKBONES`. Defaults to `"mobilenet_v3_small"`.
-        weights: `None` (random initialisation) or the path of a local weights file
-            (see above). `"imagenet"` and URLs are refused. Defaults to `None`.
+        weights: `None` (random initialisation), `"imagenet"` (keras.applications' no-top
+            ImageNet file of the backbone: from Keras's cache, `~/.keras/models/`, or
+            downloaded into it with its MD5 checked), or the path of a local weights file
+            (see above). URLs are refused. Defaults to `None`.
         pooling: `"avg"` or `"max"` for a vector `[B, output_dim]` per image (global
             pooling of the last feature map, in float32), or `None` for the feature map
             `[B, h, w, output_dim]` (dense local descriptors). Defaults to `"avg"`.
@@ -84,12 +86,13 @@ class ImageEncoder(keras.layers.Layer):
 
     Raises:
         ValueError: for an unknown backbone or pooling, a bad `image_size`,
-            `value_range`, `trainable_blocks` or `backbone_kwargs`, `weights="imagenet"`
-            or a URL; when called, images that are not of rank 4 or not of 1 or 3
+            `value_range`, `trainable_blocks` or `backbone_kwargs`, a URL as
+            `weights`, `"imagenet"` for a backbone without ImageNet weights; when called, images that are not of rank 4 or not of 1 or 3
             channels.
         TypeError: when called, images neither uint8 nor floating (e.g. string, bool).
         FileNotFoundError: if `weights` names no file.
-        ImageWeightsError: if the file holds other weights.
+        ImageWeightsError: if the file holds other weights, or `"imagenet"` weights are
+            neither cached nor downloadable (the message says where to put the file).
 
     Example:
 
@@ -196,14 +199,14 @@ class ImageEncoder(keras.layers.Layer):
         """Copies the backbone weights in a local file into this encoder.
 
         Args:
-            weights: path of a `.h5`, `.keras` or `.weights.h5` file (see the class
-                docstring).
+            weights: `"imagenet"` or the path of a `.h5`, `.keras` or `.weights.h5` file
+                (see the class docstring).
 
         Returns:
             The encoder.
 
         Raises:
-            ValueError: for `"imagenet"` or a URL.
+            ValueError: for a URL.
             FileNotFoundError: if the file does not exist.
             ImageWeightsError: if it holds other weights; nothing is changed then.
         """

@@ -1,7 +1,10 @@
 """Loading local weight files into an image backbone, every layer checked before any is set.
 
-`resolve_weights` checks the `weights` argument of `ImageEncoder` (nothing is downloaded:
-`"imagenet"` and URLs are refused with the way to pass the local file); `load_backbone_weights`
+`resolve_weights` checks the `weights` argument of `ImageEncoder`: a local file, or
+`"imagenet"`, keras.applications' no-top ImageNet file of the backbone, read from Keras's
+cache (`$KERAS_HOME/models/`, by default `~/.keras/models/`) where keras.applications keeps
+it, else downloaded into that cache with its MD5 checked, as keras.applications does (URLs
+are refused: their content is not known to fit); `load_backbone_weights`
 reads the file (see `weight_files` for the three layouts) and matches it to the backbone by
 layer name. A file of another backbone, width multiplier or depth leaves some layers
 missing, unexpected or wrongly shaped; all of them are listed in one `ImageWeightsError` and
@@ -28,7 +31,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from mmrep.encoders.image.backbones import get_backbone
+from mmrep.encoders.image.backbones import BACKBONES, get_backbone
 from mmrep.encoders.image.weight_files import (
     ImageWeightsError,
     keras_layer_keys,
@@ -46,16 +49,20 @@ def resolve_weights(weights, spec):
     """The local file `weights` names, or `None` for random initialisation.
 
     Args:
-        weights: `None`, or a path (str or `os.PathLike`) to a `.h5`, `.keras` or
-            `.weights.h5` file.
+        weights: `None`, `"imagenet"` (keras.applications' ImageNet weights of the
+            backbone, from Keras's cache or downloaded into it), or a path (str or
+            `os.PathLike`) to a `.h5`, `.keras` or `.weights.h5` file.
         spec: the `BackboneSpec` the weights are for (named in the messages).
 
     Returns:
         `None` or the `Path` of an existing file.
 
     Raises:
-        ValueError: for `"imagenet"`, a URL, or a value that is not a path.
+        ValueError: for a URL, `"imagenet"` for a backbone without ImageNet weights, or
+            a value that is not a path.
         FileNotFoundError: if the file does not exist.
+        ImageWeightsError: `"imagenet"` neither cached nor downloadable (offline); the
+            message names the file, the cache searched and how to fill it.
     """
     if weights is None:
         return None
@@ -65,16 +72,13 @@ def resolve_weights(weights, spec):
             f".weights.h5 file. Received: weights={weights!r}"
         )
     text = os.fspath(weights)
-    if text.lower() == "imagenet" or "://" in text:
-        local = (
-            f"keras.applications' ImageNet file for {spec.name} ({spec.imagenet_file!r}, "
-            "which keras.applications caches in ~/.keras/models/ when it downloads it), "
-            if spec.imagenet_file
-            else ""
-        )
+    if text.lower() == "imagenet":
+        return imagenet_weights(spec)
+    if "://" in text:
         raise ValueError(
-            f"ImageEncoder downloads nothing. Received: weights={text!r}. Pass the path of "
-            f"a local file instead: {local}a .keras model or a .weights.h5 file."
+            f"Expected `weights` to be None, 'imagenet' or a local file. Received the URL "
+            f"{text!r}: download the file and pass its path (a keras.applications .h5, a "
+            ".keras model or a .weights.h5 file)."
         )
     path = Path(text).expanduser()
     if path.is_dir():
@@ -85,6 +89,62 @@ def resolve_weights(weights, spec):
     if not path.is_file():
         raise FileNotFoundError(f"Image backbone weights not found: '{path}'")
     return path
+
+
+def keras_cache_dir():
+    """The folder Keras caches downloads in: `$KERAS_HOME`, else `~/.keras` (or
+    `/tmp/.keras` when the home folder is not writable), as `keras.utils.get_file` has it."""
+    if os.environ.get("KERAS_HOME"):
+        return Path(os.environ["KERAS_HOME"])
+    home = Path("~").expanduser()
+    return (home if os.access(home, os.W_OK) else Path("/tmp")) / ".keras"
+
+
+def imagenet_weights(spec):
+    """The local path of keras.applications' no-top ImageNet file for `spec`.
+
+    Read from Keras's cache (`keras_cache_dir() / "models"`) when it is there; else
+    downloaded into it by `keras.utils.get_file`, which checks the file's MD5.
+
+    Raises:
+        ValueError: if the backbone has no ImageNet weights.
+        ImageWeightsError: if the file is not cached and cannot be downloaded.
+    """
+    if not spec.imagenet_file:
+        with_weights = sorted(name for name, s in BACKBONES.items() if s.imagenet_file)
+        raise ValueError(
+            f"Backbone {spec.name!r} has no ImageNet weights; these do: {with_weights}. "
+            "Received: weights='imagenet'"
+        )
+    cache = keras_cache_dir()
+    cached = cache / "models" / spec.imagenet_file
+    if cached.is_file():
+        logger.info("%s ImageNet weights: %s (Keras cache)", spec.name, cached)
+        return cached
+    logger.info("%s ImageNet weights: downloading %s to %s", spec.name, spec.imagenet_url, cached)
+    # get_file falls back to /tmp/.keras for a cache folder it cannot write, which
+    # includes one that does not exist yet.
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        pass
+    try:
+        path = keras.utils.get_file(
+            spec.imagenet_file,
+            spec.imagenet_url,
+            cache_dir=str(cache),
+            cache_subdir="models",
+            file_hash=spec.imagenet_md5 or None,
+        )
+    except Exception as error:  # get_file wraps network failures in a bare Exception
+        raise ImageWeightsError(
+            f"ImageNet weights of {spec.name}: {spec.imagenet_file!r} is not in the Keras "
+            f"cache (looked for '{cached}'; the cache is $KERAS_HOME, else ~/.keras) and "
+            f"downloading {spec.imagenet_url} failed: {error}. On a machine with network, "
+            f"run `ImageEncoder({spec.name!r}, weights='imagenet')` once (or download that "
+            f"URL) and copy the file to '{cached}', or pass the file's path as `weights`."
+        ) from error
+    return Path(path)
 
 
 def load_backbone_weights(model, spec, path, backbone_kwargs=None):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from mmrep.encoders.image import ImageEncoder, ImageWeightsError, load_backbone_weights
+from mmrep.encoders.image.backbones import get_backbone
 from tests.encoders.image import reference as ref
 
 SIZE = 32
@@ -141,12 +142,109 @@ def test_width_multiplier_mismatch_is_refused_and_nothing_is_assigned(tmp_path):
     )
 
 
-@pytest.mark.parametrize(
-    "weights", ["imagenet", "ImageNet", "https://storage.googleapis.com/weights.h5"]
-)
-def test_downloads_are_refused_with_the_way_to_pass_a_file(weights):
-    with pytest.raises(ValueError, match=r"downloads nothing.*resnet50_weights_tf_dim_ordering"):
-        ImageEncoder("resnet50", weights=weights)
+def test_urls_are_refused_with_the_way_to_pass_a_file():
+    with pytest.raises(ValueError, match=r"Received the URL .*download the file and pass its path"):
+        ImageEncoder("resnet50", weights="https://storage.googleapis.com/weights.h5")
+    with pytest.raises(ValueError, match=r"'small_cnn' has no ImageNet weights"):
+        ImageEncoder("small_cnn", weights="imagenet")
+
+
+def test_imagenet_weights_are_read_from_the_keras_cache(source, tmp_path, monkeypatch):
+    """keras.applications keeps its download at `$KERAS_HOME/models/<file>`: the file found
+    there (here the test network, written as keras.applications' own no-top .h5) is loaded
+    without any network access."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    spec = get_backbone("mobilenet_v3_small")
+    cached = tmp_path / "keras_home" / "models" / spec.imagenet_file
+    cached.parent.mkdir(parents=True)
+    ref.write_keras2_h5(source, cached)
+    encoder = ImageEncoder("mobilenet_v3_small", weights="ImageNet", image_size=SIZE, pooling=None)
+    expected = ref.reference_features(source, "mobilenet_v3_small", IMAGES, SIZE)
+    assert ref.scaled_error(encoder(IMAGES).numpy(), expected) < 1e-5
+
+
+def _serve_file(path):
+    import http.server
+    import threading
+
+    payload = path.read_bytes()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_imagenet_weights_not_cached_are_downloaded_into_the_cache(source, tmp_path, monkeypatch):
+    """A user online: the file is fetched (here from a loopback server standing in for
+    storage.googleapis.com), its MD5 checked, kept in the Keras cache and loaded. A
+    download whose MD5 differs from the one keras.applications publishes is refused."""
+    import dataclasses
+    import hashlib
+
+    from mmrep.encoders.image import backbones
+
+    published = ref.write_keras2_h5(source, tmp_path / "published.h5")
+    server = _serve_file(published)
+    url = f"http://127.0.0.1:{server.server_address[1]}/weights.h5"
+    spec = backbones.BACKBONES["mobilenet_v3_small"]
+    md5 = hashlib.md5(published.read_bytes()).hexdigest()
+    monkeypatch.setitem(
+        backbones.BACKBONES,
+        spec.name,
+        dataclasses.replace(spec, imagenet_url=url, imagenet_md5=md5),
+    )
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    try:
+        encoder = ImageEncoder(
+            "mobilenet_v3_small", weights="imagenet", image_size=SIZE, pooling=None
+        )
+        cached = tmp_path / "keras_home" / "models" / spec.imagenet_file
+        assert cached.read_bytes() == published.read_bytes()
+        expected = ref.reference_features(source, "mobilenet_v3_small", IMAGES, SIZE)
+        assert ref.scaled_error(encoder(IMAGES).numpy(), expected) < 1e-5
+
+        monkeypatch.setenv("KERAS_HOME", str(tmp_path / "other_home"))
+        monkeypatch.setitem(
+            backbones.BACKBONES,
+            spec.name,
+            dataclasses.replace(spec, imagenet_url=url, imagenet_md5="0" * 32),
+        )
+        with pytest.raises(ImageWeightsError, match="failed"):
+            ImageEncoder("mobilenet_v3_small", weights="imagenet", image_size=SIZE)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_imagenet_weights_offline_name_the_file_the_cache_and_the_fix(tmp_path, monkeypatch):
+    import dataclasses
+    import socket
+
+    from mmrep.encoders.image import backbones
+
+    spec = backbones.BACKBONES["resnet50"]
+    with socket.socket() as probe:  # a loopback port that nothing listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/{spec.imagenet_file}"
+    monkeypatch.setitem(backbones.BACKBONES, spec.name, dataclasses.replace(spec, imagenet_url=url))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    cached = tmp_path / "keras_home" / "models" / spec.imagenet_file
+    with pytest.raises(ImageWeightsError) as error:
+        ImageEncoder("resnet50", weights="imagenet")
+    message = str(error.value)
+    assert spec.imagenet_file in message and str(cached) in message and url in message
+    assert "copy the file to" in message and not cached.exists()
 
 
 def test_missing_and_unreadable_files(tmp_path):
