@@ -11,6 +11,7 @@ import tensorflow as tf
 from mmrep.encoders import VGGish, VGGishCheckpointError, load_vggish_weights
 from tests.encoders.audio import checkpoints
 from tests.encoders.audio import reference as ref
+from tests.loopback import serve_bytes
 
 RNG = np.random.default_rng(21)
 CLIPS = (0.3 * RNG.standard_normal((2, 32000))).astype("float32")
@@ -205,27 +206,6 @@ def _write(path, data):
     return path
 
 
-def _serve(payload):
-    """A loopback HTTP server answering every GET with `payload`; returns `(server, port)`."""
-    import http.server
-    import threading
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Type", "application/x-tar")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, server.server_address[1]
-
-
 def test_hub_handle_not_in_the_cache_is_downloaded_into_it(tiny_weights, tmp_path, monkeypatch):
     """A user online: the handle's compressed SavedModel is fetched (here from a loopback
     server, as tfhub.dev serves `?tf-hub-format=compressed`), unpacked into the TF Hub
@@ -237,7 +217,8 @@ def test_hub_handle_not_in_the_cache_is_downloaded_into_it(tiny_weights, tmp_pat
     archive = io.BytesIO()
     with tarfile.open(fileobj=archive, mode="w:gz") as tar:
         tar.add(folder, arcname=".")
-    server, port = _serve(archive.getvalue())
+    server = serve_bytes(archive.getvalue())
+    port = server.server_address[1]
     cache = tmp_path / "tfhub_cache"
     monkeypatch.setenv("TFHUB_CACHE_DIR", str(cache))
     handle = f"http://127.0.0.1:{port}/google/vggish/1"
@@ -245,6 +226,7 @@ def test_hub_handle_not_in_the_cache_is_downloaded_into_it(tiny_weights, tmp_pat
         downloaded = VGGish.from_pretrained(handle, **TINY)
     finally:
         server.shutdown()
+        server.server_close()
     cached = cache / hashlib.sha1(handle.encode()).hexdigest()
     assert (cached / "saved_model.pb").is_file()
     expected = _embeddings(VGGish.from_pretrained(folder, **TINY))
@@ -256,7 +238,8 @@ def test_hub_handle_not_in_the_cache_is_downloaded_into_it(tiny_weights, tmp_pat
 def test_hub_handle_offline_and_not_cached_names_the_cache_and_the_way_to_fill_it(
     tmp_path, monkeypatch
 ):
-    server, port = _serve(b"")
+    server = serve_bytes(b"")
+    port = server.server_address[1]
     server.shutdown()
     server.server_close()  # nothing listens on the port now
     cache = tmp_path / "tfhub_cache"

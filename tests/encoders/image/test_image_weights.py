@@ -11,6 +11,7 @@ import pytest
 from mmrep.encoders.image import ImageEncoder, ImageWeightsError, load_backbone_weights
 from mmrep.encoders.image.backbones import get_backbone
 from tests.encoders.image import reference as ref
+from tests.loopback import serve_bytes
 
 SIZE = 32
 IMAGES = ref.blocky_images((2, 45, 38, 3), seed=11)
@@ -163,27 +164,6 @@ def test_imagenet_weights_are_read_from_the_keras_cache(source, tmp_path, monkey
     assert ref.scaled_error(encoder(IMAGES).numpy(), expected) < 1e-5
 
 
-def _serve_file(path):
-    import http.server
-    import threading
-
-    payload = path.read_bytes()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
-
-
 def test_imagenet_weights_not_cached_are_downloaded_into_the_cache(source, tmp_path, monkeypatch):
     """A user online: the file is fetched (here from a loopback server standing in for
     storage.googleapis.com), its MD5 checked, kept in the Keras cache and loaded. A
@@ -194,7 +174,7 @@ def test_imagenet_weights_not_cached_are_downloaded_into_the_cache(source, tmp_p
     from mmrep.encoders.image import backbones
 
     published = ref.write_keras2_h5(source, tmp_path / "published.h5")
-    server = _serve_file(published)
+    server = serve_bytes(published.read_bytes())
     url = f"http://127.0.0.1:{server.server_address[1]}/weights.h5"
     spec = backbones.BACKBONES["mobilenet_v3_small"]
     md5 = hashlib.md5(published.read_bytes()).hexdigest()
