@@ -140,3 +140,21 @@ def test_multimodal_vae_and_product_of_experts_follow_the_rule():
     stats = {"means": np.zeros((3, 2, 2), "f"), "log_vars": np.zeros((3, 2, 2), "f")}
     with pytest.raises(ValueError, match="one row per example"):
         poe(stats, presence=np.ones((1, 2), "float32"))
+
+
+def test_product_of_experts_takes_presence_when_the_modality_count_is_known_at_run_time():
+    """Traced with an unknown number of experts, the count is a tensor, not an int."""
+    from mmrep.heads import ProductOfExperts
+
+    poe = ProductOfExperts()
+    spec = tf.TensorSpec((None, None, 2))
+
+    @tf.function(input_signature=[spec, spec, tf.TensorSpec((None, None))])
+    def posterior(means, log_vars, presence):
+        return poe({"means": means, "log_vars": log_vars}, presence=presence)
+
+    means = np.random.default_rng(0).standard_normal((3, 2, 2)).astype("float32")
+    presence = np.array([[1, 1], [1, 0], [0, 1]], "float32")
+    traced = posterior(means, np.zeros_like(means), presence)
+    eager = poe({"means": means, "log_vars": np.zeros_like(means)}, presence=presence)
+    keras.tree.map_structure(np.testing.assert_allclose, traced, eager)

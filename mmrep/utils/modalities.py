@@ -116,8 +116,9 @@ def check_presence(layer, presence, modalities, reference=None):
         presence: a tensor `[B, M]` (bool, or numeric: non-zero means present) whose
             columns follow `modalities`, or a dict `{modality: [B]}` with one entry per
             modality (stacked into columns in `modalities` order).
-        modalities: list of str, the modality order; or an int `M` where the modalities
-            have no names (then a dict mask is refused).
+        modalities: list or tuple of str, the modality order; or the count `M` (an int,
+            or a scalar tensor when only known at run time) where the modalities have no
+            names (then a dict mask is refused).
         reference: a tensor `[B, ...]` of the same examples, or `None`. When given, the
             mask's batch size must equal its batch size: statically when both are known,
             else by an in-graph assert (XLA drops asserts).
@@ -129,7 +130,7 @@ def check_presence(layer, presence, modalities, reference=None):
         ValueError: for a dict with other keys, a mask that is not `[batch, M]`, or a batch
             size other than `reference`'s, naming what was expected and what came.
     """
-    names = None if isinstance(modalities, int) else list(modalities)
+    names = list(modalities) if isinstance(modalities, (list, tuple)) else None
     count = len(names) if names is not None else modalities
     if isinstance(presence, dict):
         if names is None or sorted(presence) != sorted(names):
