@@ -66,6 +66,29 @@ def hub_cache_folder(handle, cache_dir=None):
     return hub_cache_dir(cache_dir) / hashlib.sha1(handle.encode("utf8")).hexdigest()
 
 
+def cached_hub_folder(handle, cache_dir=None):
+    """The model of the URL `handle` in the TF Hub cache: its folder, or `None` if absent.
+
+    A folder tensorflow_hub has created but not filled (an interrupted download) counts
+    as absent.
+    """
+    folder = hub_cache_folder(handle, cache_dir)
+    if folder.is_dir() and any(folder.iterdir()):
+        logger.info("%s: found in the TF Hub cache at %s", handle, folder)
+        return folder
+    return None
+
+
+def fill_cache_hint(handle, folder):
+    """How to put the model of `handle` into the TF Hub cache folder `folder` by hand."""
+    return (
+        "download it once where there is network, e.g. "
+        f'`TFHUB_CACHE_DIR={folder.parent} python -c "import tensorflow_hub as hub; '
+        f"hub.resolve('{handle}')\"`, and copy that cache here; or extract the model's "
+        f".tar.gz into '{folder}'"
+    )
+
+
 def resolve_handle(handle, cache_dir=None):
     """The local folder that `handle` names, without any network access.
 
@@ -90,18 +113,16 @@ def resolve_handle(handle, cache_dir=None):
         )
     text = os.fspath(handle)
     if text.startswith(_URL_SCHEMES):
-        folder = hub_cache_folder(text, cache_dir)
-        if folder.is_dir() and any(folder.iterdir()):
-            logger.info("%s: found in the TF Hub cache at %s", text, folder)
+        folder = cached_hub_folder(text, cache_dir)
+        if folder is not None:
             return folder
+        folder = hub_cache_folder(text, cache_dir)
         source = "cache_dir argument" if cache_dir is not None else _cache_source()
         raise FileNotFoundError(
             f"SavedModel handle {text!r} is not in the TF Hub cache: looked for the folder "
             f"'{folder}' (cache '{folder.parent}', from the {source}). mmrep never downloads. "
-            "To provide it, either download it once where there is network, e.g. "
-            f'`TFHUB_CACHE_DIR={folder.parent} python -c "import tensorflow_hub as hub; '
-            f"hub.resolve('{text}')\"`, and copy that cache here; or extract the model's "
-            f".tar.gz into '{folder}'; or pass the extracted SavedModel folder as `handle`."
+            f"To provide it, either {fill_cache_hint(text, folder)}; or pass the extracted "
+            "SavedModel folder as `handle`."
         )
     if "://" in text:
         raise SavedModelError(

@@ -194,12 +194,16 @@ def _read_saved_model(path):
 def _resolve_hub(handle):
     """The local SavedModel folder of a TF Hub handle: from the TF Hub cache, else
     downloaded into it by `tensorflow_hub` (which needs the network)."""
-    from mmrep.encoders.saved_model_handles import hub_cache_folder
+    from mmrep.encoders.saved_model_handles import (
+        cached_hub_folder,
+        fill_cache_hint,
+        hub_cache_folder,
+    )
 
+    cached = cached_hub_folder(handle)
+    if cached is not None:
+        return str(cached)
     folder = hub_cache_folder(handle)
-    if folder.is_dir() and any(folder.iterdir()):
-        logger.info("%s: found in the TF Hub cache at %s", handle, folder)
-        return str(folder)
     hub = _import_tensorflow_hub()
     logger.info("%s: not in the TF Hub cache; downloading it to %s", handle, folder)
     try:
@@ -208,10 +212,9 @@ def _resolve_hub(handle):
         raise VGGishCheckpointError(
             f"VGGish weights {handle!r}: not in the TF Hub cache (looked for the folder "
             f"'{folder}', cache '{folder.parent}', set by TFHUB_CACHE_DIR) and downloading "
-            f"them failed: {type(error).__name__}: {error}. On a machine with network, "
-            f'run `TFHUB_CACHE_DIR={folder.parent} python -c "import tensorflow_hub as hub; '
-            f"hub.resolve('{handle}')\"` and copy that cache here, or pass a local SavedModel "
-            "folder or the TF1 checkpoint `vggish_model.ckpt`."
+            f"them failed: {type(error).__name__}: {error}. To provide them, "
+            f"{fill_cache_hint(handle, folder)}; or pass a local SavedModel folder or the TF1 "
+            "checkpoint `vggish_model.ckpt`."
         ) from error
 
 
