@@ -175,13 +175,7 @@ class _Decoder:
         if kind == "image":
             return read_image_file(file)
         if kind == "audio":
-            waveform = load_audio(file, SAMPLE_RATE)
-            length = (
-                len(waveform)
-                if self.audio_samples is None
-                else min(len(waveform), self.audio_samples)
-            )
-            return _fit(waveform, self.audio_samples), length
+            return load_audio(file, SAMPLE_RATE)  # cropped or padded by `row`
         strategy, fps = self.sampling
         if strategy == "first":
             frames, _ = read_video(file, max_frames=self.video_frames or self.max_video_frames)
@@ -205,8 +199,9 @@ class _Decoder:
             except (OSError, ValueError) as error:
                 raise ManifestError(f"row {number}: {column} file {value!r}: {error}") from error
             if kind == "audio":
-                decoded, length = decoded
-                example[length_key(column)] = np.int32(length)
+                fitted = _fit(decoded, self.audio_samples)
+                example[length_key(column)] = np.int32(min(len(decoded), len(fitted)))
+                decoded = fitted
             example[column] = decoded
             presence.append(1.0)
         if not any(presence):
