@@ -22,8 +22,8 @@ Both evaluate `fn` on batches of ONE example, so `fn` must treat examples indepe
 (BatchNormalization in inference mode, no batch statistics, no cross-example losses);
 otherwise the result is not a per-example gradient of the batch's output.
 
-The module is not named `per_example_gradients`: `mmrep.heads` exports the function lazily
-under that name, and a submodule of the same name would shadow it once imported.
+The module is not named `per_example_gradients`, so that the function keeps that name
+unshadowed where a package re-exports it (`mmrep.heads.per_example_gradients`).
 """
 
 import contextlib

@@ -87,7 +87,8 @@ class ImageEncoder(keras.layers.Layer):
     Raises:
         ValueError: for an unknown backbone or pooling, a bad `image_size`,
             `value_range`, `trainable_blocks` or `backbone_kwargs`, a URL as
-            `weights`, `"imagenet"` for a backbone without ImageNet weights; when called, images that are not of rank 4 or not of 1 or 3
+            `weights`, `"imagenet"` for a backbone without ImageNet weights; when
+            called, images that are not of rank 4 or not of 1 or 3
             channels.
         TypeError: when called, images neither uint8 nor floating (e.g. string, bool).
         FileNotFoundError: if `weights` names no file.
