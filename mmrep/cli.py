@@ -25,33 +25,47 @@ def _positive_int(text):
 def _add_train(commands):
     train = commands.add_parser(
         "train",
-        help="the main job: train a four-modality model on mmdigits, evaluate it, export it",
+        help="train a run config (default: the built-in mmdigits job), evaluate it, export it",
         description=(
-            "Trains small image, text (BERT), audio (VGGish) and video encoders joined by the "
-            "chosen fusion on mmdigits, the embedded data set, with random modality dropout. "
-            "Writes runs/NAME/ (model.keras, metrics.json with linear-probe, retrieval and "
-            "missing-modality results on the test split, PNG plots) and exports a SavedModel "
-            "to saved_models/NAME/VERSION/ for TF Serving. With no arguments it runs the "
-            "default job; downloads nothing."
+            "Trains the model a TOML run config describes (--config FILE: your manifests, "
+            "pretrained encoders by name, a fusion, a head, the task), with random modality "
+            "dropout. Writes runs/NAME/ (model.keras, config.toml, metrics.json with "
+            "accuracy per modality condition, linear probes and retrieval, PNG plots) and "
+            "exports a SavedModel to EXPORT_DIR/NAME/VERSION/ for TF Serving. With no "
+            "--config it runs the built-in mmdigits job (--print-config shows its config); "
+            "flags override the config's keys."
         ),
     )
+    train.add_argument("--config", metavar="FILE", help="a TOML run config (see the README)")
     train.add_argument(
-        "--fusion",
-        choices=FUSIONS,
-        default=DEFAULT_FUSION,
-        help=f"how the modalities are fused (default: {DEFAULT_FUSION}, the best on mmdigits)",
+        "--print-config",
+        action="store_true",
+        help="print the full config (with every default and override) and exit",
     )
-    train.add_argument("--head", choices=HEADS, help="an optional head on the fused embedding")
-    train.add_argument("--epochs", type=_positive_int, help="training epochs (default: the job's)")
-    train.add_argument("--batch-size", type=_positive_int, default=64, help="(default: 64)")
-    train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    train.add_argument("--name", help="run name (default: mmdigits_FUSION[_HEAD])")
+    train.add_argument(
+        "--fusion", choices=FUSIONS, help=f"override fusion.kind (built-in: {DEFAULT_FUSION})"
+    )
+    train.add_argument(
+        "--head",
+        choices=(*HEADS, "none"),
+        help="override head.kind (a head on the fused embedding)",
+    )
+    train.add_argument("--epochs", type=_positive_int, help="override train.epochs")
+    train.add_argument("--batch-size", type=_positive_int, help="override train.batch_size")
+    train.add_argument("--learning-rate", type=float, help="override train.learning_rate")
+    train.add_argument("--seed", type=int, help="override seed")
+    train.add_argument("--name", help="override name (the run folder's name)")
     _add_runs_dir(train)
-    _add_export_dir(train)
+    train.add_argument(
+        "--export-dir",
+        help="override export.dir (a folder of TF Serving base folders)",
+    )
     train.add_argument(
         "--no-export", action="store_true", help="do not export a SavedModel after training"
     )
     add_training_arguments(train)
+    # Not given: the config's own `train.precision` and `train.jit_compile`.
+    train.set_defaults(precision=None, jit_compile=None)
 
 
 def _add_runs_dir(parser):
@@ -72,10 +86,17 @@ def _add_export_dir(parser):
 def _add_evaluate_and_export(commands):
     evaluate = commands.add_parser(
         "evaluate",
-        help="recompute a run's metrics and plots from its saved model",
-        description="Reloads RUN/model.keras, recomputes metrics.json and the plots.",
+        help="recompute a run's metrics and plots, or evaluate it on another manifest",
+        description=(
+            "Reloads RUN/model.keras and RUN/config.toml and recomputes metrics.json and the "
+            "plots, or, with --manifest, prints the metrics on that manifest (the run "
+            "folder is left as it is)."
+        ),
     )
     evaluate.add_argument("run", metavar="RUN", help="a run folder, or a run name in --runs-dir")
+    evaluate.add_argument(
+        "--manifest", metavar="FILE", help="a manifest with the run's columns to evaluate on"
+    )
     _add_runs_dir(evaluate)
 
     export = commands.add_parser(
@@ -142,25 +163,11 @@ def _parser():
 
 def _run(args):
     if args.command == "train":
-        from mmrep.job import train_run
-        from mmrep.training import TrainingOptions
-
-        train_run(
-            fusion=args.fusion,
-            head=args.head,
-            epochs=args.epochs,
-            seed=args.seed,
-            name=args.name,
-            runs_dir=args.runs_dir,
-            export_dir=args.export_dir,
-            export=not args.no_export,
-            batch_size=args.batch_size,
-            options=TrainingOptions.from_args(args),
-        )
+        _train(args)
     elif args.command == "evaluate":
         from mmrep.job import evaluate_run
 
-        evaluate_run(args.run, runs_dir=args.runs_dir)
+        evaluate_run(args.run, runs_dir=args.runs_dir, manifest=args.manifest)
     elif args.command == "export":
         from mmrep.job import export_run
 
@@ -183,12 +190,37 @@ def _run(args):
         )
 
 
+def _train(args):
+    from mmrep.job import builtin_config, config_to_toml, load_config, train_run, with_overrides
+
+    config = load_config(args.config) if args.config else builtin_config()
+    config = with_overrides(
+        config,
+        name=args.name,
+        seed=args.seed,
+        fusion=args.fusion,
+        head=args.head,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        precision=args.precision,
+        jit_compile=args.jit_compile,
+        export=False if args.no_export else None,
+        export_dir=args.export_dir,
+    )
+    if args.print_config:
+        print(config_to_toml(config), end="")
+        return
+    train_run(config, runs_dir=args.runs_dir)
+
+
 def _user_errors():
     """The exception types that mean bad input from the user, not a bug."""
+    from mmrep.data.manifest import ManifestError
     from mmrep.export import ServingError
-    from mmrep.job import RunError
+    from mmrep.job import ConfigError, RunError
 
-    return (ServingError, RunError, FileNotFoundError, FileExistsError)
+    return (ServingError, RunError, ConfigError, ManifestError, FileNotFoundError, FileExistsError)
 
 
 def main(argv=None):

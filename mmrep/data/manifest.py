@@ -72,7 +72,7 @@ def read_rows(path):
         return rows
 
 
-def _columns(path, rows, modalities, ignore):
+def _columns(path, rows, modalities, ignore, label="label"):
     """`{column: kind}` for the modality columns, in mmrep's modality order.
 
     The order is `ordered_modalities` of the column names, not the manifest's column order,
@@ -87,10 +87,10 @@ def _columns(path, rows, modalities, ignore):
     bad = {c: k for c, k in modalities.items() if k not in KINDS}
     if bad:
         raise ValueError(f"Expected modality kinds among {KINDS}. Received: {bad}")
-    unread = [c for c in present if c not in modalities and c != "label" and c not in ignore]
+    unread = [c for c in present if c not in modalities and c != label and c not in ignore]
     if unread:
         raise ManifestError(
-            f"{path}: columns {unread} are neither a modality {KINDS} nor 'label'. Name their "
+            f"{path}: columns {unread} are neither a modality {KINDS} nor {label!r}. Name their "
             "kinds with `modalities={column: kind}` or list them in `ignore=`."
         )
     if not modalities:
@@ -157,6 +157,8 @@ class _Decoder:
 
     def __init__(self, root, columns, audio_samples, video_frames, max_video_frames, sampling):
         self.root, self.columns = root, columns
+        # Audio is decoded only as far as it is kept (a 1-hour file is not read whole).
+        self.audio_seconds = None if audio_samples is None else audio_samples / SAMPLE_RATE
         self.audio_samples = audio_samples
         self.video_frames, self.max_video_frames = video_frames, max_video_frames
         self.sampling = sampling  # `(strategy, fps)`
@@ -175,7 +177,8 @@ class _Decoder:
         if kind == "image":
             return read_image_file(file)
         if kind == "audio":
-            return load_audio(file, SAMPLE_RATE)  # cropped or padded by `row`
+            # Cropped or padded by `row`.
+            return load_audio(file, SAMPLE_RATE, max_seconds=self.audio_seconds)
         strategy, fps = self.sampling
         if strategy == "first":
             frames, _ = read_video(file, max_frames=self.video_frames or self.max_video_frames)
@@ -262,10 +265,10 @@ def _finish(columns, image_size, video_size, video_frames):
     return finish
 
 
-def _labels(path, rows):
-    if not any("label" in row for row in rows):
+def _labels(path, rows, label="label"):
+    if not any(label in row for row in rows):
         return None
-    values = [row.get("label") for row in rows]
+    values = [row.get(label) for row in rows]
     missing = [i + 1 for i, v in enumerate(values) if _empty(v)]
     if missing:
         raise ManifestError(f"{path}: rows {missing[:10]} have no label; label every row or none")
@@ -280,6 +283,7 @@ def from_manifest(
     *,
     modalities=None,
     ignore=(),
+    label="label",
     image_size=224,
     audio_seconds=None,
     video_size=112,
@@ -298,7 +302,9 @@ def from_manifest(
         modalities: `None`, a list of columns, or a dict `{column: kind}` with kinds among
             `("image", "text", "audio", "video")`. `None` takes the columns named like a kind.
         ignore: columns to leave unread. Any other column that is neither a modality nor
-            `"label"` is an error, so nothing is dropped by accident.
+            the label is an error, so nothing is dropped by accident.
+        label: str. The label column (read when the manifest has it). Defaults to
+            `"label"`.
         image_size: int. Images are resized to `image_size`×`image_size` RGB uint8.
             Defaults to `224`.
         audio_seconds: float or `None`. Crop or zero-pad audio to this length; `None` keeps
@@ -352,8 +358,8 @@ def from_manifest(
     rows = read_rows(path)
     if not rows:
         raise ManifestError(f"{path}: the manifest has no rows")
-    columns = _columns(path, rows, modalities, set(ignore))
-    labels = _labels(path, rows)
+    columns = _columns(path, rows, modalities, set(ignore), label)
+    labels = _labels(path, rows, label)
     audio_samples = None if audio_seconds is None else round(audio_seconds * SAMPLE_RATE)
     decoder = _Decoder(
         os.path.dirname(os.path.abspath(path)),

@@ -15,7 +15,9 @@ def with_modality_dropout(dataset, modalities, seed, rate=0.5, rerandomize=True)
 
     Each modality is dropped with probability `rate`; an example that would lose all of
     them keeps one (the example's seed modulo `M`), since an example with no modality
-    teaches nothing.
+    teaches nothing. An example that already has a `"presence"` (a manifest row with
+    empty cells, see `from_manifest`) keeps its missing modalities missing, and when the
+    draws would drop every modality it has, keeps one of those at random.
 
     Args:
         dataset: `tf.data.Dataset` of example dicts.
@@ -51,7 +53,14 @@ def with_modality_dropout(dataset, modalities, seed, rate=0.5, rerandomize=True)
 
     def drop(example, example_seed):
         keep = tf.random.stateless_uniform((count,), tf.stack([example_seed, 0])) >= rate
-        fallback = tf.one_hot(example_seed % count, count) > 0
+        if "presence" in example:
+            # A row's own missing modalities stay missing; one it has is always kept.
+            has = tf.ensure_shape(example["presence"], (count,)) > 0
+            keep = keep & has
+            choice = tf.random.stateless_uniform((count,), tf.stack([example_seed, 1]))
+            fallback = tf.one_hot(tf.argmax(tf.where(has, choice, -1.0)), count) > 0
+        else:
+            fallback = tf.one_hot(example_seed % count, count) > 0
         keep = tf.where(tf.reduce_any(keep), keep, fallback)
         return {**example, "presence": tf.cast(keep, tf.float32)}
 

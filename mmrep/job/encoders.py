@@ -1,60 +1,31 @@
-"""The main job's four encoders: mmrep's own image, text, audio and video encoders, small.
+"""The run's encoders: one per modality, built from its `[modalities.<name>]` table.
 
-Each is the library encoder in a variant small enough to train from scratch on two CPU
-cores in a few minutes, followed where needed by a dense layer to a vector:
+Each modality becomes mmrep's own encoder followed by a dense layer to the fusion's
+`vector_dim`, its layers named after the modality (`<m>_encoder`, `<m>_vector`, ...), so
+that a reloaded model is rewired by name:
 
-- image: `ImageEncoder("small_cnn")` (conv-BatchNorm-ReLU blocks) keeping its feature
-  map, flattened (where a stroke is matters for a digit), then `Dense(vector_dim)`;
-- text: token ids from `keras.layers.TextVectorization` (core TensorFlow ops, so a
-  SavedModel with the tokenizer loads with TensorFlow alone) into a two-layer
-  `BertEncoder` with mean pooling over the real tokens (padding mask `ids != 0`);
-- audio: `VGGish` with narrow convolutions on the raw 16 kHz waveform (its log-mel
-  frontend is in the graph), mean-pooled over its 0.96 s examples;
-- video: `VideoEncoder` over a per-frame small CNN (frames averaged down to
-  `video_frame_size`, global max pooling: the digit moves, so where it is does not
-  matter), mean-pooled over time.
+- image: `ImageEncoder(encoder, weights=...)` (any keras.applications backbone with
+  `"imagenet"` weights from Keras's cache, a local weights file, or `small_cnn` from
+  scratch), globally pooled or flattened (`pooling = "flatten"` keeps where things are);
+- text: `BertEncoder.from_pretrained(weights)` with its own WordPiece tokenizer in the
+  graph (`TextTokenizer.in_graph`, a Hugging Face id or folder), or a small BERT trained
+  from scratch over `keras.layers.TextVectorization` ids (core TensorFlow ops) with the
+  training captions' words; mean or [CLS] pooling over the real tokens;
+- audio: `VGGish` on the raw 16 kHz waveform of any length (its log-mel frontend is in
+  the graph) with its `lengths`, mean-pooled over the 0.96 s examples; pretrained
+  weights (a TF1 checkpoint, SavedModel folder or TF Hub handle) or small from scratch;
+- video: `VideoEncoder` over a frame encoder (an image encoder of its own, or one with
+  the image modality's settings), pooled over the real frames (`<m>_frame_mask`).
+
+References:
+    He et al., "Deep Residual Learning for Image Recognition", CVPR 2016; Devlin et al.,
+    "BERT", NAACL 2019; Hershey et al., "CNN Architectures for Large-Scale Audio
+    Classification", ICASSP 2017 (VGGish); Wang et al., "Temporal Segment Networks",
+    ECCV 2016 (frame sampling and averaging).
 """
-
-import dataclasses
 
 import keras
 from keras import ops
-
-from mmrep.data.mmdigits import MODALITIES
-
-
-@dataclasses.dataclass(frozen=True)
-class EncoderSizes:
-    """Widths of the main job's encoders (the defaults fit the 10-minute CPU budget).
-
-    Args:
-        vector_dim: int. Width of every encoder's output vector. Defaults to `64`.
-        image_filters: tuple of ints. `small_cnn` block widths for images.
-        video_filters: tuple of ints. `small_cnn` block widths for video frames.
-        video_frame_size: int. Side frames are averaged down to before the frame CNN
-            (a divisor of 32).
-        video_frame_pooling: `None` (flatten the frame CNN's map, keeping where the
-            strokes are), `"max"` or `"avg"` (global pooling: where the moving digit is
-            does not matter).
-        text_length: int. Tokens per caption (longer ones are cut, shorter padded).
-        text_layers: int. Transformer blocks of the text encoder.
-        text_hidden: int. Hidden width of the text encoder.
-        text_heads: int. Attention heads of the text encoder.
-        audio_filters: 4 ints. VGGish convolution widths.
-        audio_units: tuple of ints. VGGish hidden fully connected widths.
-    """
-
-    vector_dim: int = 64
-    image_filters: tuple = (16, 32, 32)
-    video_filters: tuple = (16, 32, 64)
-    video_frame_size: int = 16
-    video_frame_pooling: str = "max"
-    text_length: int = 16
-    text_layers: int = 2
-    text_hidden: int = 64
-    text_heads: int = 2
-    audio_filters: tuple = (8, 16, 32, 32)
-    audio_units: tuple = (64,)
 
 
 @keras.saving.register_keras_serializable(package="mmrep")
@@ -87,16 +58,17 @@ class PaddingMask(keras.layers.Layer):
         return keras.KerasTensor(token_ids.shape, dtype="bool")
 
 
-def make_tokenizer(vocabulary, length):
+def make_tokenizer(vocabulary, length, name="text_tokenizer"):
     """The caption tokenizer: lower-cased, punctuation stripped, split on spaces, ids.
 
     Args:
         vocabulary: list of str. The words, most frequent first (ids 2.. in this order;
             0 is padding and 1 an unknown word).
         length: int. Output length `L` (padded with 0 or cut).
+        name: str. The layer's name. Defaults to `"text_tokenizer"`.
 
     Returns:
-        A `keras.layers.TextVectorization` named `"text_tokenizer"` mapping strings `[B]`
+        A `keras.layers.TextVectorization` named `name` mapping strings `[B]`
         to int64 ids `[B, L]`; the vocabulary is part of its config.
 
     Raises:
@@ -109,7 +81,7 @@ def make_tokenizer(vocabulary, length):
             f"(the padding and unknown tokens are added). Received: {vocabulary[:10]}"
         )
     return keras.layers.TextVectorization(
-        vocabulary=vocabulary, output_sequence_length=length, name="text_tokenizer"
+        vocabulary=vocabulary, output_sequence_length=length, name=name
     )
 
 
@@ -128,116 +100,254 @@ def caption_vocabulary(captions, max_words=1000):
     return [str(w) for w in layer.get_vocabulary()[2:]]
 
 
-# The layers of each modality's encoder, in the order they apply (see `make_encoders`).
-ENCODER_LAYERS = {
-    "image": ("image_encoder", "image_flatten", "image_vector"),
-    "text": ("text_encoder", "text_vector"),
-    "audio": ("audio_encoder", "audio_vector"),
-    "video": ("video_encoder",),
-}
+def _image_layers(prefix, table, vector_dim):
+    """`[ImageEncoder, (Flatten), Dense]` for an image table (also a video frame table)."""
+    from mmrep.encoders import ImageEncoder
+
+    flatten = table["pooling"] == "flatten"
+    kwargs = {}
+    if table["filters"] is not None:
+        kwargs["backbone_kwargs"] = {"filters": list(table["filters"])}
+    encoder = ImageEncoder(
+        table["encoder"],
+        weights=table["weights"],
+        pooling=None if flatten else table["pooling"],
+        image_size=table["image_size"],
+        trainable_blocks=table["trainable_blocks"],
+        name=f"{prefix}_encoder",
+        **kwargs,
+    )
+    if not table["trainable"]:
+        encoder.trainable = False
+    layers = [encoder]
+    if flatten:
+        layers.append(keras.layers.Flatten(name=f"{prefix}_flatten"))
+    layers.append(keras.layers.Dense(vector_dim, activation="relu", name=f"{prefix}_vector"))
+    return layers
 
 
-def make_encoders(vocabulary_size, sizes=None):
-    """The four encoders and their dense heads, as layers keyed by their names.
-
-    Args:
-        vocabulary_size: int. Ids the text encoder embeds (the tokenizer's vocabulary
-            size, padding and unknown included).
-        sizes: `EncoderSizes` or `None` for the defaults.
-
-    Returns:
-        dict `{name: layer}` with the layers of `ENCODER_LAYERS`, which `encode` applies
-        to a modality's input (uint8 images `[B, 32, 32, 3]`, int token ids `[B, L]` with
-        a `PaddingMask`, waveforms `[B, 16000]`, uint8 videos `[B, T, 32, 32, 3]`) to
-        give a vector `[B, vector_dim]`.
-    """
-    from mmrep.encoders import BertEncoder, ImageEncoder, VGGish, VideoEncoder
-
-    sizes = sizes or EncoderSizes()
-    width = sizes.vector_dim
-    image = [
-        ImageEncoder(
-            "small_cnn",
-            pooling=None,
-            image_size=32,
-            backbone_kwargs={"filters": list(sizes.image_filters)},
-            name="image_encoder",
-        ),
-        keras.layers.Flatten(name="image_flatten"),
-        keras.layers.Dense(width, activation="relu", name="image_vector"),
-    ]
-    frame = keras.Input((32, 32, 3), dtype="uint8", name="frame")
-    factor = 32 // sizes.video_frame_size
-    if factor * sizes.video_frame_size != 32:
-        raise ValueError(
-            "Expected `video_frame_size` to divide the frames' 32 pixels. "
-            f"Received: video_frame_size={sizes.video_frame_size}"
-        )
+def _frame_encoder(name, table, image_table, vector_dim):
+    """The per-frame model of a video modality: uint8 frames `[S, S, 3]` to vectors."""
+    frame_table = dict(image_table if table["frame_encoder"] == "image" else table["frame"])
+    size = table["frame_size"]
+    frame = keras.Input((size, size, 3), dtype="uint8", name="frame")
     pixels = frame
-    if factor > 1:
-        # Area downsampling (2x2 means) rather than the encoder's antialiased resize,
-        # which XLA on CPU cannot compile (no ScaleAndTranslate kernel).
+    factor = size // frame_table["image_size"]
+    if factor > 1 and factor * frame_table["image_size"] == size:
+        # Area downsampling (means of factor x factor blocks) rather than the encoder's
+        # antialiased resize, which XLA on CPU cannot compile (no ScaleAndTranslate).
         pixels = keras.layers.Rescaling(1.0, name="frame_to_float")(pixels)
         pixels = keras.layers.AveragePooling2D(factor, name="frame_downsample")(pixels)
-    frame_features = ImageEncoder(
-        "small_cnn",
-        pooling=sizes.video_frame_pooling,
-        image_size=sizes.video_frame_size,
-        backbone_kwargs={"filters": list(sizes.video_filters)},
-        name="frame_cnn",
-    )(pixels)
-    if sizes.video_frame_pooling is None:
-        frame_features = keras.layers.Flatten(name="frame_flatten")(frame_features)
-    frame_vector = keras.layers.Dense(width, activation="relu", name="frame_vector")(frame_features)
-    frame_encoder = keras.Model(frame, frame_vector, name="frame_encoder")
-    video = [VideoEncoder(frame_encoder, pooling="mean", name="video_encoder")]
-    text = [
-        BertEncoder(
-            vocabulary_size=vocabulary_size,
-            num_layers=sizes.text_layers,
-            num_heads=sizes.text_heads,
-            hidden_size=sizes.text_hidden,
-            intermediate_size=2 * sizes.text_hidden,
-            max_position_embeddings=sizes.text_length,
-            pooling="mean",
-            name="text_encoder",
-        ),
-        keras.layers.Dense(width, activation="relu", name="text_vector"),
-    ]
-    audio = [
-        VGGish(
-            pooling="mean",
-            conv_filters=tuple(sizes.audio_filters),
-            fc_units=tuple(sizes.audio_units),
-            embedding_dim=width,
-            name="audio_encoder",
-        ),
-        keras.layers.ReLU(name="audio_vector"),
-    ]
-    return {layer.name: layer for layer in [*image, *text, *audio, *video]}
+    for layer in _image_layers(f"{name}_frame", frame_table, vector_dim):
+        pixels = layer(pixels)
+    return keras.Model(frame, pixels, name=f"{name}_frame_encoder")
 
 
-def encode(layers, modality, value):
-    """Applies one modality's encoder layers to its (symbolic or eager) input.
+def _text_layers(name, table, vector_dim, captions):
+    """`{tokenizer, encoder, vector}` for a text table."""
+    from mmrep.encoders import BertEncoder, TextTokenizer
+
+    length = table["sequence_length"]
+    if table["weights"] is not None:
+        tokenizer = TextTokenizer.from_pretrained(table["weights"], sequence_length=length)
+        text_tokenizer = tokenizer.in_graph(name=f"{name}_tokenizer")
+        encoder = BertEncoder.from_pretrained(
+            table["weights"],
+            pooling=table["pooling"],
+            frozen_layers=table["frozen_layers"],
+            name=f"{name}_encoder",
+        )
+    else:
+        if captions is None or not len(captions):
+            raise ValueError(
+                f"The text modality {name!r} has no `weights`, so its vocabulary comes from "
+                "the training captions, and there are none."
+            )
+        vocabulary = caption_vocabulary(captions, max_words=table["vocabulary_size"])
+        text_tokenizer = make_tokenizer(vocabulary, length, name=f"{name}_tokenizer")
+        encoder = BertEncoder(
+            vocabulary_size=text_tokenizer.vocabulary_size(),
+            num_layers=table["layers"],
+            num_heads=table["heads"],
+            hidden_size=table["hidden_size"],
+            intermediate_size=2 * table["hidden_size"],
+            max_position_embeddings=length,
+            pooling=table["pooling"],
+            frozen_layers=table["frozen_layers"],
+            name=f"{name}_encoder",
+        )
+    if not table["trainable"]:
+        encoder.trainable = False
+    return {
+        f"{name}_tokenizer": text_tokenizer,
+        f"{name}_padding_mask": PaddingMask(name=f"{name}_padding_mask"),
+        f"{name}_encoder": encoder,
+        f"{name}_vector": keras.layers.Dense(vector_dim, activation="relu", name=f"{name}_vector"),
+    }
+
+
+def _audio_layers(name, table, vector_dim):
+    from mmrep.encoders import VGGish
+
+    kwargs = {"pooling": "mean", "pad_short": True, "name": f"{name}_encoder"}
+    if table["weights"] is not None:
+        encoder = VGGish.from_pretrained(table["weights"], **kwargs)
+    else:
+        sizes = {
+            "conv_filters": table["conv_filters"],
+            "fc_units": table["fc_units"],
+            "embedding_dim": table["embedding_dim"],
+        }
+        kwargs.update({k: tuple(v) if isinstance(v, list) else v for k, v in sizes.items() if v})
+        encoder = VGGish(**kwargs)
+    if not table["trainable"]:
+        encoder.trainable = False
+    return {
+        f"{name}_encoder": encoder,
+        f"{name}_vector": keras.layers.Dense(vector_dim, activation="relu", name=f"{name}_vector"),
+    }
+
+
+def make_encoder_layers(modalities, vector_dim, captions=None):
+    """Every modality's encoder layers, keyed by their names.
 
     Args:
-        layers: dict `{name: layer}` holding `ENCODER_LAYERS[modality]` (and
-            `"padding_mask"` for text), e.g. the layers of `make_encoders`.
-        modality: str. One of `MODALITIES`.
-        value: the modality's input (token ids for text).
+        modalities: dict `{name: table}`, the checked config's `modalities`.
+        vector_dim: int. Width of every modality's vector (the fusion's input).
+        captions: dict `{text modality: array of str}` of training captions, for a text
+            modality trained from scratch (its vocabulary), or `None`.
 
     Returns:
-        The vector `[B, vector_dim]`.
+        dict `{layer name: layer}`; `encode` applies a modality's layers.
 
     Raises:
-        ValueError: for an unknown modality.
+        ValueError: for a text modality trained from scratch with no captions; the
+            encoders' own errors for weights that cannot be found or loaded.
     """
-    if modality not in MODALITIES:
-        raise ValueError(f"Expected a modality in {MODALITIES}. Received: {modality!r}")
-    x = value
-    for i, name in enumerate(ENCODER_LAYERS[modality]):
-        if modality == "text" and i == 0:
-            x = layers[name]({"token_ids": x, "padding_mask": layers["padding_mask"](x)})
+    from mmrep.encoders import VideoEncoder
+
+    layers = {}
+    image_tables = [t for t in modalities.values() if t["kind"] == "image"]
+    for name, table in modalities.items():
+        kind = table["kind"]
+        if kind == "image":
+            layers.update({layer.name: layer for layer in _image_layers(name, table, vector_dim)})
+        elif kind == "text":
+            layers.update(_text_layers(name, table, vector_dim, (captions or {}).get(name)))
+        elif kind == "audio":
+            layers.update(_audio_layers(name, table, vector_dim))
         else:
-            x = layers[name](x)
-    return x
+            image_table = image_tables[0] if image_tables else None
+            frames = _frame_encoder(name, table, image_table, vector_dim)
+            layers[f"{name}_encoder"] = VideoEncoder(
+                frames, pooling=table["pooling"], name=f"{name}_encoder"
+            )
+    return layers
+
+
+def model_inputs(modalities, *, serving):
+    """The `keras.Input`s of every modality (and its padding), keyed by input name.
+
+    Args:
+        modalities: dict `{name: table}`, the checked config's `modalities`.
+        serving: bool. Raw text (strings) for serving; token ids `<m>_ids` and the
+            padding mask `<m>_mask` (int32 `[L]`) for training, since `tf.distribute`
+            cannot split string tensors.
+
+    Returns:
+        dict `{input name: keras.Input}`: images uint8 `[S, S, 3]`; text; audio float32
+        `[samples]` (any length) with `<m>_length` int32; video uint8 `[T, S, S, 3]` with
+        `<m>_frame_mask` bool `[T]`.
+    """
+    inputs = {}
+    for name, table in modalities.items():
+        kind = table["kind"]
+        if kind == "image":
+            size = table["image_size"]
+            inputs[name] = keras.Input((size, size, 3), dtype="uint8", name=name)
+        elif kind == "text" and serving:
+            inputs[name] = keras.Input((), dtype="string", name=name)
+        elif kind == "text":
+            length = table["sequence_length"]
+            inputs[f"{name}_ids"] = keras.Input((length,), dtype="int32", name=f"{name}_ids")
+            inputs[f"{name}_mask"] = keras.Input((length,), dtype="int32", name=f"{name}_mask")
+        elif kind == "audio":
+            inputs[name] = keras.Input((None,), dtype="float32", name=name)
+            inputs[f"{name}_length"] = keras.Input((), dtype="int32", name=f"{name}_length")
+        else:
+            size, frames = table["frame_size"], table["num_frames"]
+            inputs[name] = keras.Input((frames, size, size, 3), dtype="uint8", name=name)
+            inputs[f"{name}_frame_mask"] = keras.Input(
+                (frames,), dtype="bool", name=f"{name}_frame_mask"
+            )
+    return inputs
+
+
+def tokenize(layers, name, strings):
+    """`(ids, mask)` int32 `[B, L]` of a text modality's strings, in a graph or eagerly.
+
+    Args:
+        layers: dict `{layer name: layer}` holding `<name>_tokenizer` (and
+            `<name>_padding_mask`).
+        name: str. The text modality.
+        strings: string tensor `[B]`.
+
+    Returns:
+        `(token ids, padding mask)`, each `[B, L]`; the mask is 1 on real tokens.
+    """
+    out = layers[f"{name}_tokenizer"](strings)
+    if isinstance(out, dict):
+        return out["token_ids"], out["padding_mask"]
+    return out, layers[f"{name}_padding_mask"](out)
+
+
+def modality_inputs(inputs, name, kind):
+    """The entries of an input dict that one modality's encoder reads.
+
+    Args:
+        inputs: dict of inputs (`model_inputs`' names).
+        name: str. The modality.
+        kind: str. Its kind.
+
+    Returns:
+        dict: `{name}` plus `<name>_length` (audio) or `<name>_frame_mask` (video), or
+        `<name>_ids` and `<name>_mask` (text in training).
+    """
+    keys = {
+        "image": [name],
+        "audio": [name, f"{name}_length"],
+        "video": [name, f"{name}_frame_mask"],
+        "text": [f"{name}_ids", f"{name}_mask"] if f"{name}_ids" in inputs else [name],
+    }[kind]
+    return {k: inputs[k] for k in keys}
+
+
+def encode(layers, name, kind, inputs):
+    """A modality's vector `[B, vector_dim]` from its inputs (`modality_inputs`).
+
+    Args:
+        layers: dict `{layer name: layer}` (from `make_encoder_layers`, or a reloaded
+            model's layers).
+        name: str. The modality.
+        kind: str. Its kind (`"image"`, `"text"`, `"audio"` or `"video"`).
+        inputs: dict of inputs holding the modality's entries.
+
+    Returns:
+        The vector.
+    """
+    if kind == "image":
+        x = layers[f"{name}_encoder"](inputs[name])
+        if f"{name}_flatten" in layers:
+            x = layers[f"{name}_flatten"](x)
+        return layers[f"{name}_vector"](x)
+    if kind == "text":
+        if f"{name}_ids" in inputs:
+            ids, mask = inputs[f"{name}_ids"], inputs[f"{name}_mask"]
+        else:
+            ids, mask = tokenize(layers, name, inputs[name])
+        pooled = layers[f"{name}_encoder"]({"token_ids": ids, "padding_mask": mask})
+        return layers[f"{name}_vector"](pooled)
+    if kind == "audio":
+        pooled = layers[f"{name}_encoder"](inputs[name], lengths=inputs[f"{name}_length"])
+        return layers[f"{name}_vector"](pooled)
+    return layers[f"{name}_encoder"](inputs[name], frame_mask=inputs[f"{name}_frame_mask"])

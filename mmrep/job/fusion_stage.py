@@ -6,10 +6,8 @@ Layer names are fixed, so that a reloaded serving model is rewired by name (see
 
 import keras
 
-from mmrep.data.mmdigits import MODALITIES
 from mmrep.job.graph_layers import PresentMean, SelectColumns
 
-FUSION_DIM = 64
 CONCAT_PROJECTION = 32
 BILINEAR_PROJECTION = 32
 BILINEAR_SKETCH = 64
@@ -18,12 +16,16 @@ VAE_BETA = 0.01
 FISHER_COMPONENTS = 4
 FISHER_DESCRIPTOR = 16
 
-PAIRS = tuple((a, b) for i, a in enumerate(MODALITIES) for b in MODALITIES[i + 1 :])
+
+def pairs_of(modalities):
+    """Every unordered pair of modalities, in order: `[(a, b), ...]`."""
+    return [(a, b) for i, a in enumerate(modalities) for b in modalities[i + 1 :]]
+
 
 # The layers that identify each fusion in a model.
 FUSION_LAYERS = {
     "concat": ("fusion", "joint"),
-    "bilinear": tuple(f"bilinear_{a}_{b}" for a, b in PAIRS) + ("joint",),
+    "bilinear": ("bilinear_concat", "joint"),
     "autoencoder": ("fusion",),
     "coordinated": ("fusion", "present_mean"),
 }
@@ -45,12 +47,14 @@ def fusion_of(layers):
     return None
 
 
-def make_fusion_layers(fusion, vector_dim, seed):
+def make_fusion_layers(fusion, modalities, vector_dim, dim, seed):
     """The layers of one fusion, keyed by their names.
 
     Args:
         fusion: str. One of `mmrep.job.FUSIONS`.
+        modalities: list of str. The modalities, in presence order.
         vector_dim: int. Width of the encoders' vectors.
+        dim: int. Width of the fused vector.
         seed: int. Seed of the layers' random draws (sketch hashes, dropout).
 
     Returns:
@@ -63,7 +67,7 @@ def make_fusion_layers(fusion, vector_dim, seed):
         MultimodalAutoencoder,
     )
 
-    modalities = list(MODALITIES)
+    modalities = list(modalities)
     if fusion == "concat":
         return {
             "fusion": ConcatFusion(
@@ -72,12 +76,12 @@ def make_fusion_layers(fusion, vector_dim, seed):
                 normalization="layer",
                 name="fusion",
             ),
-            "joint": keras.layers.Dense(FUSION_DIM, activation="relu", name="joint"),
+            "joint": keras.layers.Dense(dim, activation="relu", name="joint"),
         }
     if fusion == "autoencoder":
         return {
             "fusion": MultimodalAutoencoder(
-                FUSION_DIM,
+                dim,
                 modalities=modalities,
                 encoder_units=(vector_dim,),
                 decoder_units=(vector_dim,),
@@ -88,17 +92,17 @@ def make_fusion_layers(fusion, vector_dim, seed):
         }
     if fusion == "coordinated":
         return {
-            "fusion": CoordinatedEmbedding(FUSION_DIM, modalities=modalities, name="fusion"),
+            "fusion": CoordinatedEmbedding(dim, modalities=modalities, name="fusion"),
             "present_mean": PresentMean(modalities, name="present_mean"),
         }
     layers = {"bilinear_concat": keras.layers.Concatenate(name="bilinear_concat")}
-    for m in MODALITIES:
+    for m in modalities:
         layers[f"{m}_bilinear_projection"] = keras.layers.Dense(
             BILINEAR_PROJECTION, name=f"{m}_bilinear_projection"
         )
         layers[f"{m}_bilinear_norm"] = keras.layers.LayerNormalization(name=f"{m}_bilinear_norm")
-    for k, (a, b) in enumerate(PAIRS):
-        columns = [MODALITIES.index(a), MODALITIES.index(b)]
+    for k, (a, b) in enumerate(pairs_of(modalities)):
+        columns = [modalities.index(a), modalities.index(b)]
         layers[f"{a}_{b}_presence"] = SelectColumns(columns, name=f"{a}_{b}_presence")
         layers[f"bilinear_{a}_{b}"] = BilinearFusion(
             mode="compact",
@@ -108,15 +112,17 @@ def make_fusion_layers(fusion, vector_dim, seed):
             seed=seed + k,
             name=f"bilinear_{a}_{b}",
         )
-    layers["joint"] = keras.layers.Dense(FUSION_DIM, activation="relu", name="joint")
+    layers["joint"] = keras.layers.Dense(dim, activation="relu", name="joint")
     return layers
 
 
-def head_layers(head, seed):
+def head_layers(head, modalities, dim, seed):
     """The layers of a head (none for `None`), keyed by their names.
 
     Args:
         head: str or `None`. One of `mmrep.job.HEADS`.
+        modalities: list of str. The modalities, in presence order.
+        dim: int. Width of the fused vector.
         seed: int. Seed of the VAE's sampling noise.
 
     Returns:
@@ -128,36 +134,35 @@ def head_layers(head, seed):
         from mmrep.heads import VAEHead
 
         return {
-            "vae": VAEHead(
-                VAE_LATENT, beta=VAE_BETA, hidden_units=(FUSION_DIM,), seed=seed, name="vae"
-            )
+            "vae": VAEHead(VAE_LATENT, beta=VAE_BETA, hidden_units=(dim,), seed=seed, name="vae")
         }
     from mmrep.heads import FisherVector
 
     layers = {
         f"{m}_descriptor": keras.layers.Dense(FISHER_DESCRIPTOR, name=f"{m}_descriptor")
-        for m in MODALITIES
+        for m in modalities
     }
     layers["descriptor_concat"] = keras.layers.Concatenate(name="descriptor_concat")
     layers["descriptor_set"] = keras.layers.Reshape(
-        (len(MODALITIES), FISHER_DESCRIPTOR), name="descriptor_set"
+        (len(modalities), FISHER_DESCRIPTOR), name="descriptor_set"
     )
     layers["fisher"] = FisherVector(FISHER_COMPONENTS, trainable_gmm=True, name="fisher")
     layers["fisher_concat"] = keras.layers.Concatenate(name="fisher_concat")
     return layers
 
 
-def wire_fusion(layers, fusion, vectors, presence):
+def wire_fusion(layers, fusion, modalities, vectors, presence):
     """Fuses the per-modality vectors.
 
     Args:
         layers: dict `{name: layer}`.
         fusion: str. One of `mmrep.job.FUSIONS`.
+        modalities: list of str. The modalities, in presence order.
         vectors: dict `{modality: [B, vector_dim]}`.
-        presence: `[B, 4]` in `MODALITIES` order.
+        presence: `[B, M]` in that order.
 
     Returns:
-        `(fused, extra)`: the fused vector `[B, FUSION_DIM]` and a dict, holding
+        `(fused, extra)`: the fused vector `[B, dim]` and a dict, holding
         `"coordinated"` (the per-modality embeddings and `"logit_scale"`) for that fusion.
     """
     if fusion == "concat":
@@ -166,30 +171,31 @@ def wire_fusion(layers, fusion, vectors, presence):
         return layers["fusion"](vectors, presence=presence), {}
     if fusion == "coordinated":
         embeddings = layers["fusion"](vectors, presence=presence)
-        fused = layers["present_mean"]({m: embeddings[m] for m in MODALITIES}, presence=presence)
+        fused = layers["present_mean"]({m: embeddings[m] for m in modalities}, presence=presence)
         return fused, {"coordinated": embeddings}
     projected = {
         m: layers[f"{m}_bilinear_norm"](layers[f"{m}_bilinear_projection"](vectors[m]))
-        for m in MODALITIES
+        for m in modalities
     }
     pooled = [
         layers[f"bilinear_{a}_{b}"](
             {a: projected[a], b: projected[b]}, presence=layers[f"{a}_{b}_presence"](presence)
         )
-        for a, b in PAIRS
+        for a, b in pairs_of(modalities)
     ]
-    return layers["joint"](layers["bilinear_concat"](pooled)), {}
+    joined = pooled[0] if len(pooled) == 1 else layers["bilinear_concat"](pooled)
+    return layers["joint"](joined), {}
 
 
-def wire_head(layers, head, fused, vectors, presence):
+def wire_head(layers, head, modalities, fused, vectors, presence):
     """Applies the head (if any) to the fused vector.
 
     Args:
         layers: dict `{name: layer}`.
         head: str or `None`. One of `mmrep.job.HEADS`.
-        fused: the fused vector `[B, FUSION_DIM]`.
+        fused: the fused vector `[B, dim]`.
         vectors: dict `{modality: [B, vector_dim]}` (the Fisher vector's descriptors).
-        presence: `[B, 4]` in `MODALITIES` order (the Fisher vector's mask).
+        presence: `[B, M]` in `modalities` order (the Fisher vector's mask).
 
     Returns:
         `(embedding, features)`: the embedding, and what the classifier reads (the same
@@ -200,7 +206,7 @@ def wire_head(layers, head, fused, vectors, presence):
     if head == "vae":
         posterior = layers["vae"](fused)
         return posterior["z_mean"], posterior["z"]
-    descriptors = [layers[f"{m}_descriptor"](vectors[m]) for m in MODALITIES]
+    descriptors = [layers[f"{m}_descriptor"](vectors[m]) for m in modalities]
     stacked = layers["descriptor_set"](layers["descriptor_concat"](descriptors))
     fisher = layers["fisher"](stacked, mask=presence)
     joined = layers["fisher_concat"]([fused, fisher])

@@ -1,301 +1,341 @@
-"""The main job's evaluation: accuracy per modality condition, linear probes, retrieval.
+"""A run's evaluation: accuracy per modality condition, linear probes, retrieval.
 
-Every number comes from the serving model on raw inputs. A condition is a set of present
-modalities; the absent ones hold junk (`mmrep.job.data.junk_like`) and are marked absent
-in `presence`, so a number that stays high shows that the mask keeps the junk out.
+The encoders run once per split (`encode_split`); every condition then runs the fusion
+alone on those vectors (`mmrep.job.model.vector_models`), so the nine or so conditions
+cost one pass over the files. A condition is a set of present modalities; an absent
+modality's vector is replaced by large random junk and marked absent in `presence`, so a
+number that stays high shows that the mask keeps it out.
 
-- `accuracy`: the classifier's test accuracy with all modalities, with each one missing
-  and with each one alone;
-- `linear_probe_accuracy`: a logistic-regression probe (`mmrep.metrics`) trained on the
-  training split's embeddings and scored on the test split's, for each modality alone and
-  for all of them fused;
+- `accuracy` (with a classifier): the classifier's accuracy on each row as it is
+  (`all_modalities`: a row's empty cells stay missing), with each modality missing
+  (rows that have another one) and with each one alone (rows that have it);
+- `linear_probe_accuracy` (with labels): a logistic-regression probe (`mmrep.metrics`)
+  trained on the training split's embeddings and scored on the evaluated split's, for
+  each modality alone and for the rows as they are (`fused`);
 - `retrieval`: recall@1 and recall@5 for every ordered pair of modalities (queries with
-  one modality alone, gallery with another alone, cosine similarity), where any test
-  example of the query's digit counts as a correct item.
+  one modality alone, gallery with another alone, over the rows that have both, cosine
+  similarity). A correct item is the query's own row for `task = "retrieval"`, and any
+  row of the query's class otherwise.
+
+The evaluated split is the test manifest, else the validation one.
 """
 
 import os
 
 import numpy as np
 
-from mmrep.data.mmdigits import MODALITIES, load_mmdigits
-from mmrep.job.data import with_absent
-
 RETRIEVAL_KS = (1, 5)
-POSITIVES = "same digit: every gallery example of the query's digit is a correct item"
+JUNK_SCALE = 10.0
 
 
-def conditions():
-    """The evaluated modality conditions: `{name: set of present modalities}`.
-
-    Returns:
-        dict with `"all"`, `"<m> missing"` and `"<m> only"` for each modality.
-    """
-    out = {"all": set(MODALITIES)}
-    out.update({f"{m} missing": set(MODALITIES) - {m} for m in MODALITIES})
-    out.update({f"{m} only": {m} for m in MODALITIES})
-    return out
+def evaluated_split(data):
+    """`"test"` when the run has a test split, else `"validation"`."""
+    return "test" if data.has("test") else "validation"
 
 
-def split_arrays(split, seed, limit=None):
-    """The numpy arrays of an mmdigits split as evaluation sees them (no augmentation).
+def encode_split(layers, config, dataset, batch_size=64, keep_media=256):
+    """Runs the encoders over a split once.
 
     Args:
-        split: str. `"train"`, `"validation"` or `"test"`.
-        seed: int. The data seed of the run.
-        limit: int or `None`. Keep only the first `limit` examples (tests).
+        layers: dict `{name: layer}` of the run model.
+        config: dict. The checked run config.
+        dataset: unbatched examples (`RunData.examples`).
+        batch_size: int. Defaults to `64`.
+        keep_media: int. Keep the first images and captions of this many rows (plots).
 
     Returns:
-        `(features, labels)`: dict `{modality: array}` and int labels `[N]`.
-    """
-    arrays = load_mmdigits(split, seed=seed, augment=False, as_numpy=True)
-    stop = len(arrays["label"]) if limit is None else limit
-    return {m: arrays[m][:stop] for m in MODALITIES}, np.asarray(arrays["label"][:stop])
-
-
-def evaluation_splits(seed, limit=None):
-    """The three splits as `split_arrays` gives them: `{split: (features, labels)}`.
-
-    Args:
-        seed: int. The data seed of the run.
-        limit: int or `None`. Keep only the first `limit` examples of each (tests).
-
-    Returns:
-        dict with `"train"`, `"validation"` and `"test"`.
-    """
-    return {s: split_arrays(s, seed, limit) for s in ("train", "validation", "test")}
-
-
-def predict(serving, features, present, batch_size=128):
-    """Runs the serving model with only `present` modalities (junk in the others).
-
-    Args:
-        serving: the serving `keras.Model`.
-        features: dict `{modality: array}`.
-        present: collection of modality names.
-        batch_size: int. Defaults to `128`.
-
-    Returns:
-        dict `{"embedding": [N, D], "probabilities": [N, 10]}` of float numpy arrays.
+        dict: `"vectors"` `{modality: float32 [N, vector_dim]}`, `"presence"` `[N, M]`,
+        `"labels"` int `[N]` or `None`, `"media"` `{modality: first rows}` of the first
+        image and text modalities.
     """
     import tensorflow as tf
 
-    inputs = with_absent(features, present)
-    inputs["text"] = tf.constant(inputs["text"])
-    out = serving.predict(inputs, batch_size=batch_size, verbose=0)
-    return {k: np.asarray(out[k]) for k in ("embedding", "probabilities")}
+    from mmrep.job.model import vector_models
 
-
-def embed(model, values, batch_size=128):
-    """Runs a single-modality embedding model on one modality's array.
-
-    Args:
-        model: a model of `mmrep.job.model.embedding_models`.
-        values: array of that modality (text: str or bytes).
-        batch_size: int. Defaults to `128`.
-
-    Returns:
-        float array `[N, D]`.
-    """
-    import tensorflow as tf
-
-    if values.dtype == object or values.dtype.kind in "SU":
-        values = tf.constant([v if isinstance(v, bytes) else str(v).encode() for v in values])
-    return np.asarray(model.predict(values, batch_size=batch_size, verbose=0))
-
-
-def accuracies(outputs, labels):
-    """Classifier accuracy per condition.
-
-    Args:
-        outputs: dict `{condition: predict(...) result}` with every name of `conditions()`.
-        labels: int array `[N]`.
-
-    Returns:
-        dict `{"all_modalities": float, "missing": {m: float}, "only": {m: float}}`.
-    """
-
-    def score(name):
-        return float(np.mean(outputs[name]["probabilities"].argmax(-1) == labels))
-
+    encoders, _ = vector_models(layers, config)
+    names = list(encoders.input)
+    run = tf.function(lambda x: encoders(x, training=False))
+    kinds = {m: t["kind"] for m, t in config["modalities"].items()}
+    shown = [m for m, k in kinds.items() if k in ("image", "text")]
+    vectors = {m: [] for m in kinds}
+    presence, labels, media = [], [], {m: [] for m in shown}
+    count = 0
+    for batch in dataset.batch(batch_size):
+        out = run({n: batch[n] for n in names})
+        for m in kinds:
+            vectors[m].append(np.asarray(out[m], np.float32))
+        presence.append(batch["presence"].numpy())
+        if "label" in batch:
+            labels.append(batch["label"].numpy())
+        if count < keep_media:
+            for m in shown:
+                media[m].append(batch[m].numpy())
+        count += len(presence[-1])
+    if not presence:
+        raise ValueError("the split has no rows to evaluate")
     return {
-        "all_modalities": score("all"),
-        "missing": {m: score(f"{m} missing") for m in MODALITIES},
-        "only": {m: score(f"{m} only") for m in MODALITIES},
+        "vectors": {m: np.concatenate(v) for m, v in vectors.items()},
+        "presence": np.concatenate(presence).astype(np.float32),
+        "labels": np.concatenate(labels).astype(np.int64) if labels else None,
+        "media": {m: np.concatenate(v)[:keep_media] for m, v in media.items()},
     }
 
 
-def retrieval(embeddings, labels, ks=RETRIEVAL_KS):
-    """Recall@k for every ordered pair of modalities, positives = same digit.
+def conditions(modalities):
+    """The evaluated modality conditions: `{name: set of present modalities or None}`.
+
+    `None` (condition `"all"`) keeps each row's own presence.
+    """
+    out = {"all": None}
+    out.update({f"{m} missing": set(modalities) - {m} for m in modalities})
+    out.update({f"{m} only": {m} for m in modalities})
+    return out
+
+
+def _condition_rows(presence, modalities, present):
+    """Rows a condition applies to, and their presence under it."""
+    if present is None:
+        return np.arange(len(presence)), presence
+    keep = np.array([m in present for m in modalities], np.float32)
+    masked = presence * keep
+    if len(present) == 1:
+        rows = np.flatnonzero(masked.sum(1) > 0)
+    else:
+        dropped = [i for i, m in enumerate(modalities) if m not in present]
+        rows = np.flatnonzero((masked.sum(1) > 0) & (presence[:, dropped].sum(1) > 0))
+    return rows, masked[rows]
+
+
+def run_condition(fusion, encoded, modalities, present, seed=0, batch_size=256):
+    """The fusion's outputs for one condition, junk in the absent modalities.
 
     Args:
-        embeddings: dict `{modality: [N, D]}`, each with only that modality present.
-        labels: int array `[N]`, the digit of each row.
+        fusion: the `fusion` model of `vector_models`.
+        encoded: the dict of `encode_split`.
+        modalities: list of str, in presence order.
+        present: set of modalities, or `None` for each row's own presence.
+        seed: int. The junk's seed. Defaults to `0`.
+        batch_size: int. Defaults to `256`.
+
+    Returns:
+        `(rows, outputs)`: the row indices and `{output: array}` for those rows.
+    """
+    rows, presence = _condition_rows(encoded["presence"], modalities, present)
+    rng = np.random.default_rng(seed)
+    feed = {}
+    for i, m in enumerate(modalities):
+        values = encoded["vectors"][m][rows]
+        junk = JUNK_SCALE * rng.standard_normal(values.shape).astype(np.float32)
+        feed[f"{m}_vector"] = np.where(presence[:, i : i + 1] > 0, values, junk)
+    feed["presence"] = presence
+    if not len(rows):
+        return rows, {}
+    out = fusion.predict(feed, batch_size=batch_size, verbose=0)
+    return rows, {k: np.asarray(v) for k, v in out.items()}
+
+
+def retrieval(embeddings, labels, modalities, same_row, ks=RETRIEVAL_KS):
+    """Recall@k for every ordered pair of modalities.
+
+    Args:
+        embeddings: dict `{modality: (rows, [n, D])}`, each with only that modality.
+        labels: int array `[N]` or `None`.
+        modalities: list of str.
+        same_row: bool. Positives are the query's own row (else its class).
         ks: tuple of ints. Defaults to `(1, 5)`.
 
     Returns:
-        dict `{"<query>-><gallery>": {"recall@k": float}}`.
+        dict `{"<query>-><gallery>": {"recall@k": float, "queries": int}}` for the
+        pairs with rows that have both.
     """
     from mmrep.metrics import retrieval_scores
 
-    positives = labels[:, None] == labels[None, :]
     out = {}
-    for query in MODALITIES:
-        for gallery in MODALITIES:
+    for query in modalities:
+        for gallery in modalities:
             if query == gallery:
                 continue
-            scores = retrieval_scores(embeddings[query], embeddings[gallery], ks, positives)
+            q_rows, q = embeddings[query]
+            g_rows, g = embeddings[gallery]
+            both = np.intersect1d(q_rows, g_rows)
+            if len(both) < 2:
+                continue
+            q = q[np.searchsorted(q_rows, both)]
+            g = g[np.searchsorted(g_rows, both)]
+            positives = None if same_row else labels[both][:, None] == labels[both][None, :]
+            scores = retrieval_scores(q, g, ks, positives)
             out[f"{query}->{gallery}"] = {f"recall@{k}": scores[f"recall@{k}"] for k in ks}
+            out[f"{query}->{gallery}"]["queries"] = len(both)
     return out
 
 
-def compute_metrics(serving, splits, embeddings=None):
-    """All metrics of a serving model on the test split (probes trained on train).
+def _accuracy(outputs, rows, labels):
+    if "probabilities" not in outputs or not len(rows):
+        return None
+    return float(np.mean(outputs["probabilities"].argmax(-1) == labels[rows]))
+
+
+def _accuracies(results, labels, modalities):
+    return {
+        "all_modalities": _accuracy(*results["all"], labels),
+        "missing": {m: _accuracy(*results[f"{m} missing"], labels) for m in modalities},
+        "only": {m: _accuracy(*results[f"{m} only"], labels) for m in modalities},
+    }
+
+
+def _swap(pair):
+    rows, outputs = pair
+    return outputs, rows
+
+
+def compute_metrics(layers, config, encoded, train_encoded=None, validation_encoded=None):
+    """Every metric of a run on an encoded split.
 
     Args:
-        serving: the serving `keras.Model`.
-        splits: dict `{split: (features, labels)}` from `evaluation_splits`.
-        embeddings: dict `{modality: keras.Model}` of the single-modality models, or
-            `None` to rebuild them from the serving model's layers.
+        layers: dict `{name: layer}` of the run model.
+        config: dict. The checked run config.
+        encoded: `encode_split` of the evaluated split.
+        train_encoded: `encode_split` of the training split (linear probes), or `None`.
+        validation_encoded: `encode_split` of the validation split (its accuracy, when
+            the evaluated split is another one), or `None`.
 
     Returns:
-        `(metrics, outputs)`: the JSON-ready metrics dict and the test outputs per
-        condition (`{condition: {"embedding", "probabilities"}}`), for plots.
+        `(metrics, results)`: the JSON-ready metrics and `{condition: (outputs, rows)}`
+        of the evaluated split, for plots.
     """
+    from mmrep.job.model import has_classifier, vector_models
     from mmrep.metrics import linear_probe_accuracy
 
-    train_features, train_labels = splits["train"]
-    test_features, test_labels = splits["test"]
-    outputs = {
-        name: predict(serving, test_features, present) for name, present in conditions().items()
-    }
-    if embeddings is None:
-        from mmrep.job.model import embedding_models, layers_of
+    _, fusion = vector_models(layers, config)
+    modalities = list(config["modalities"])
+    labels = encoded["labels"]
 
-        embeddings = embedding_models(*layers_of(serving), serving.name)
-    probes = {}
-    for m in (*MODALITIES, "fused"):
-        if m == "fused":
-            train_embedding = predict(serving, train_features, MODALITIES)["embedding"]
-        else:
-            # The single-modality model equals the serving model with only `m` present,
-            # and encodes one modality instead of four.
-            train_embedding = embed(embeddings[m], train_features[m])
-        key = "all" if m == "fused" else f"{m} only"
-        probes[m] = linear_probe_accuracy(
-            train_embedding, train_labels, outputs[key]["embedding"], test_labels
-        )
-    alone = {m: outputs[f"{m} only"]["embedding"] for m in MODALITIES}
-    validation_features, validation_labels = splits["validation"]
-    validation_outputs = {
-        name: predict(serving, validation_features, present)
-        for name, present in conditions().items()
+    def outputs_of(split):
+        return {
+            name: _swap(run_condition(fusion, split, modalities, present))
+            for name, present in conditions(modalities).items()
+        }
+
+    results = outputs_of(encoded)
+    metrics = {"examples": len(encoded["presence"])}
+    metrics["rows_with"] = {
+        m: int(encoded["presence"][:, i].sum()) for i, m in enumerate(modalities)
     }
-    metrics = {
-        "split": "test",
-        "examples": len(test_labels),
-        "accuracy": accuracies(outputs, test_labels),
-        "linear_probe_accuracy": probes,
-        # On the validation split, as the default fusion was chosen.
-        "validation_accuracy": accuracies(validation_outputs, validation_labels),
-        "retrieval": {
-            "positives": POSITIVES,
-            "similarity": "cosine",
-            "pairs": retrieval(alone, test_labels),
-        },
+    if has_classifier(config) and labels is not None:
+        metrics["accuracy"] = _accuracies(results, labels, modalities)
+        if validation_encoded is not None:
+            metrics["validation_accuracy"] = _accuracies(
+                outputs_of(validation_encoded), validation_encoded["labels"], modalities
+            )
+    if labels is not None and train_encoded is not None:
+        probes = {}
+        for name in (*modalities, "fused"):
+            condition = "all" if name == "fused" else f"{name} only"
+            present = conditions(modalities)[condition]
+            t_rows, t_out = run_condition(fusion, train_encoded, modalities, present)
+            test_out, rows = results[condition]
+            if len(np.unique(train_encoded["labels"][t_rows])) < 2 or not len(rows):
+                continue
+            probes[name] = linear_probe_accuracy(
+                t_out["embedding"],
+                train_encoded["labels"][t_rows],
+                test_out["embedding"],
+                labels[rows],
+            )
+        metrics["linear_probe_accuracy"] = probes
+    same_row = config["task"] == "retrieval" or labels is None
+    alone = {}
+    for m in modalities:
+        out, rows = results[f"{m} only"]
+        if len(rows):
+            alone[m] = (rows, out["embedding"])
+    metrics["retrieval"] = {
+        "positives": "the query's own row" if same_row else "every row of the query's class",
+        "similarity": "cosine",
+        "pairs": retrieval(alone, labels, [m for m in modalities if m in alone], same_row),
     }
-    return metrics, outputs
+    return metrics, results
+
+
+def _number(value, width=10):
+    return f"{'-':>{width}}" if value is None else f"{value:>{width}.3f}"
 
 
 def format_table(metrics):
     """The short results table `train_run` and `evaluate_run` print.
 
     Args:
-        metrics: the dict of `compute_metrics`.
+        metrics: the dict of `compute_metrics` (with `"split"` and `"modalities"`).
 
     Returns:
         str.
     """
-    acc, probe = metrics["accuracy"], metrics["linear_probe_accuracy"]
+    modalities = metrics["modalities"]
+    acc = metrics.get("accuracy")
+    probe = metrics.get("linear_probe_accuracy", {})
     pairs = metrics["retrieval"]["pairs"]
+    classes = metrics.get("classes")
+    chance = f", chance {1 / len(classes):.2f}" if classes else ""
     lines = [
-        f"Test results ({metrics['examples']} examples, chance 0.10)",
+        f"Results on the {metrics['split']} split ({metrics['examples']} rows{chance})",
         f"{'modality':<10}{'missing':>10}{'alone':>10}{'probe':>10}{'->others R@1':>15}",
     ]
-    for m in MODALITIES:
-        r1 = np.mean([v["recall@1"] for k, v in pairs.items() if k.startswith(f"{m}->")])
+    for m in modalities:
+        recalls = [v["recall@1"] for k, v in pairs.items() if k.startswith(f"{m}->")]
+        r1 = float(np.mean(recalls)) if recalls else None
         lines.append(
-            f"{m:<10}{acc['missing'][m]:>10.3f}{acc['only'][m]:>10.3f}{probe[m]:>10.3f}{r1:>15.3f}"
+            f"{m:<10}{_number(acc['missing'][m] if acc else None)}"
+            f"{_number(acc['only'][m] if acc else None)}{_number(probe.get(m))}"
+            f"{_number(r1, 15)}"
         )
     lines.append(
-        f"{'all':<10}{acc['all_modalities']:>10.3f}{'':>10}{probe['fused']:>10.3f}"
-        "   (accuracy, fused probe)"
+        f"{'all':<10}{_number(acc['all_modalities'] if acc else None)}{'':>10}"
+        f"{_number(probe.get('fused'))}   (accuracy, fused probe)"
     )
     return "\n".join(lines)
 
 
-def evaluate_run(run, runs_dir="runs", verbose=True):
-    """Recomputes a run's metrics and plots from its saved model.
-
-    Reloads `model.keras`, recomputes `metrics.json`, `embedding_projection.png` and
-    `retrieval_examples.png` on the test split, redraws `training_curves.png` from
-    `history.json` (when present), and prints the results table.
+def evaluate(run_model, data, *, limit=None, folder=None, history=None, verbose=True):
+    """Evaluates a run model on its data; writes metrics and plots into `folder`.
 
     Args:
-        run: str or path. A run folder, or a run name in `runs_dir`.
-        runs_dir: str or path. Where run names are looked up. Defaults to `"runs"`.
+        run_model: a `RunModel`.
+        data: the run's `RunData` (or one over another manifest).
+        limit: int or `None`. Rows per split (tests).
+        folder: str or `None`. Where `metrics.json` and the plots go.
+        history: dict or `None`. Keras' history, for the training curves.
         verbose: bool. Print the table. Defaults to `True`.
 
     Returns:
-        dict. The metrics written to `metrics.json`.
-
-    Raises:
-        RunNotFoundError: (a `RunError` and `FileNotFoundError`) for a missing run or
-            model file; the message names the folder and what it holds.
-        RunError: for a model that is not a main-job model or unreadable JSON.
+        dict. The metrics.
     """
     from mmrep.job import plots
     from mmrep.job import run_folder as rf
 
-    folder = rf.resolve_run(run, runs_dir)
-    config = rf.read_json(folder, rf.CONFIG_FILE, required=False) or {}
-    serving = load_serving_model(folder)
-    seed = int(config.get("seed", 0))
-    # As the run was evaluated: its data seed, and its example limit (tests) if any.
-    splits = evaluation_splits(seed, config.get("limit"))
-    metrics, outputs = compute_metrics(serving, splits)
-    rf.write_json(folder, rf.METRICS_FILE, metrics)
-    plots.save_evaluation_plots(folder, outputs, *splits["test"], seed)
-    history = rf.read_json(folder, rf.HISTORY_FILE, required=False)
-    if history is not None:
-        plots.training_curves(history, os.path.join(folder, plots.CURVES_FILE))
+    config, layers = run_model.config, run_model.layers
+    split = evaluated_split(data)
+    batch = config["train"]["batch_size"]
+    encoded = encode_split(layers, config, data.examples(split, limit=limit), batch)
+    train_encoded = None
+    if encoded["labels"] is not None:
+        train_encoded = encode_split(layers, config, data.examples("train", limit=limit), batch)
+    validation_encoded = None
+    if split == "test" and data.has("validation") and encoded["labels"] is not None:
+        validation_encoded = encode_split(
+            layers, config, data.examples("validation", limit=limit), batch
+        )
+    metrics, results = compute_metrics(layers, config, encoded, train_encoded, validation_encoded)
+    metrics = {
+        "split": split,
+        "modalities": list(config["modalities"]),
+        "classes": run_model.classes,
+        **metrics,
+    }
+    if folder is not None:
+        rf.write_json(folder, rf.METRICS_FILE, metrics)
+        if history is not None:
+            plots.training_curves(history, os.path.join(folder, plots.CURVES_FILE))
+        plots.save_evaluation_plots(folder, config, results, encoded, run_model.classes)
     if verbose:
         print(format_table(metrics))
-        print(f"Wrote {os.path.join(folder, rf.METRICS_FILE)} and the plots")
     return metrics
-
-
-def load_serving_model(folder):
-    """Loads `folder/model.keras`, checking that it is a main-job serving model.
-
-    Args:
-        folder: str. A run folder.
-
-    Returns:
-        The serving `keras.Model`.
-
-    Raises:
-        RunError: when the file cannot be loaded or is another model.
-    """
-    import keras
-
-    from mmrep.job import run_folder as rf
-    from mmrep.job.model import layers_of
-
-    path = os.path.join(folder, rf.MODEL_FILE)
-    try:
-        model = keras.models.load_model(path)
-        layers_of(model)
-    except (OSError, ValueError, TypeError) as error:
-        raise rf.RunError(f"{path!r} is not a main-job model that loads: {error}") from None
-    return model

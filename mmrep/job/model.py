@@ -1,245 +1,281 @@
-"""The main job's model: four encoders, a fusion, an optional head, a digit classifier.
+"""A run's model: one encoder per modality, a fusion, an optional head, the task's outputs.
 
-`build_job_model` makes the layers once and wires three kinds of functional models on
-them, all sharing weights:
+`build_run_model(config, ...)` makes the layers once and wires three kinds of functional
+models on them, all sharing weights:
 
-- `training`: token ids (not strings: `tf.distribute` cannot split string tensors) and
-  the presence mask in, `{"probabilities", "embedding", ...}` out, wrapped in a
-  `JobTrainer` that adds the fusion's own objective;
-- `serving`: the raw-input model (`image` uint8 `[32, 32, 3]`, `text` string `[]`
-  tokenised in the graph, `audio` float32 `[16000]`, `video` uint8 `[16, 32, 32, 3]`,
-  `presence` float32 `[4]`) giving `{"embedding": [B, D], "probabilities": [B, 10]}`;
-- `embeddings`: one model per modality (and `"text_ids"`), the serving model with only
-  that modality present, so every modality embeds into the fused space.
+- `training`: token ids (not strings: `tf.distribute` cannot split string tensors),
+  the other modalities' inputs with their padding, and the presence mask in;
+  `{"embedding", "probabilities", ...}` out, wrapped in a `JobTrainer` that adds the
+  fusion's own objective and, for retrieval, a CLIP loss for every pair of modalities;
+- `serving`: the raw-input model (uint8 images, strings tokenised in the graph,
+  waveforms of any length with `<m>_length`, uint8 videos with `<m>_frame_mask`,
+  `presence`) giving `{"embedding": [B, D]}` and, for classification,
+  `"probabilities": [B, classes]`;
+- `embeddings`: one model per modality, the serving model with only that modality
+  present, so every modality embeds into the fused space (`embedding_model`).
 
 The graph is a function of the layers alone (`wire`), looked up by name, so a reloaded
-`model.keras` gives back the per-modality models (`embedding_models`).
+`model.keras` gives back the per-modality models (`RunModel.from_serving`).
 """
 
 import keras
 
-from mmrep.data.mmdigits import MODALITIES
-from mmrep.job.encoders import EncoderSizes, PaddingMask, encode, make_encoders, make_tokenizer
+from mmrep.job.encoders import encode, make_encoder_layers, modality_inputs, model_inputs
 from mmrep.job.fusion_stage import (
     fusion_of,
     head_layers,
     make_fusion_layers,
+    pairs_of,
     wire_fusion,
     wire_head,
 )
 from mmrep.job.graph_layers import BatchConstant
-from mmrep.job.names import DEFAULT_FUSION, FUSIONS, HEADS, check_choice, default_run_name
-
-NUM_CLASSES = 10
-# Input shapes of mmdigits at the job's settings (32-pixel images and frames, 1 s audio).
-INPUT_SHAPES = {
-    "image": ((32, 32, 3), "uint8"),
-    "text": ((), "string"),
-    "audio": ((16000,), "float32"),
-    "video": ((16, 32, 32, 3), "uint8"),
-}
 
 
-class JobModel:
-    """What `build_job_model` returns: the training, serving and embedding models.
+class RunModel:
+    """What `build_run_model` returns: the training, serving and embedding models.
 
     Attributes:
         training: `JobTrainer` (a `keras.Model`) over token ids, uncompiled.
         serving: functional `keras.Model` over raw inputs.
-        embeddings: dict `{"image", "text", "text_ids", "audio", "video": keras.Model}`.
-        fusion: str. The fusion name.
-        head: str or `None`. The head name.
+        embeddings: dict `{modality: keras.Model}`.
+        config: dict. The checked run config.
+        classes: list or `None`. The class names, in the classifier's order.
         layers: dict `{name: layer}` of every layer of the graph.
     """
 
-    def __init__(self, training, serving, embeddings, fusion, head, layers):
+    def __init__(self, training, serving, embeddings, config, classes, layers):
         self.training = training
         self.serving = serving
         self.embeddings = embeddings
-        self.fusion = fusion
-        self.head = head
+        self.config = config
+        self.classes = classes
         self.layers = layers
 
+    @property
+    def modalities(self):
+        """dict `{name: kind}` in presence order."""
+        return kinds_of(self.config)
 
-def _inputs(text_as_ids, text_length):
-    inputs = {}
-    for m in MODALITIES:
-        shape, dtype = INPUT_SHAPES[m]
-        if m == "text" and text_as_ids:
-            inputs["text_ids"] = keras.Input((text_length,), dtype="int32", name="text_ids")
-        else:
-            inputs[m] = keras.Input(shape, dtype=dtype, name=m)
-    return inputs
+    @classmethod
+    def from_serving(cls, serving, config, classes=None):
+        """The run model around a (reloaded) serving model: its embedding models rebuilt.
+
+        Args:
+            serving: the serving `keras.Model` (e.g. from `model.keras`).
+            config: dict. The run's checked config.
+            classes: list or `None`. The class names.
+
+        Returns:
+            A `RunModel` with `training=None`.
+
+        Raises:
+            ValueError: when the model's layers are not those of `config`.
+        """
+        layers = {layer.name: layer for layer in serving.layers}
+        fusion = config["fusion"]["kind"]
+        missing = [n for n in _needed_layers(config) if n not in layers]
+        if missing or fusion_of(layers) != fusion:
+            raise ValueError(
+                f"Expected a run model of fusion {fusion!r} with the layers "
+                f"{sorted(_needed_layers(config))}. Received a model with layers "
+                f"{sorted(layers)}"
+            )
+        embeddings = embedding_models(layers, config, serving.name)
+        return cls(None, serving, embeddings, config, classes, layers)
 
 
-def wire(layers, fusion, head, vectors, presence):
+def kinds_of(config):
+    """`{modality: kind}` of a config, in presence order."""
+    return {name: table["kind"] for name, table in config["modalities"].items()}
+
+
+def has_classifier(config):
+    return config["task"] in ("classification", "both")
+
+
+def has_pair_loss(config):
+    return config["task"] in ("retrieval", "both")
+
+
+def _needed_layers(config):
+    names = {"embedding"} | {f"{m}_encoder" for m in config["modalities"]}
+    if has_classifier(config):
+        names.add("classifier")
+    return names
+
+
+def _head(config):
+    head = config["head"]["kind"]
+    return None if head == "none" else head
+
+
+def wire(layers, config, vectors, presence):
     """The graph from the per-modality vectors and the presence mask to the outputs.
 
     Args:
-        layers: dict `{name: layer}` (from `build_job_model` or a reloaded model).
-        fusion: str. One of `FUSIONS`.
-        head: str or `None`. One of `HEADS`.
+        layers: dict `{name: layer}` (from `build_run_model` or a reloaded model).
+        config: dict. The checked run config.
         vectors: dict `{modality: [B, vector_dim]}`.
-        presence: `[B, 4]`, columns in `MODALITIES` order.
+        presence: `[B, M]`, columns in the config's modality order.
 
     Returns:
         dict with `"embedding"` (float32 `[B, D]`), `"probabilities"` (float32
-        `[B, 10]`) and, for `"coordinated"`, `"coordinated"`: the per-modality dict of
-        `CoordinatedEmbedding` (with `"logit_scale"`).
+        `[B, classes]`, with a classifier) and, for `"coordinated"`, `"coordinated"`:
+        the per-modality dict of `CoordinatedEmbedding` (with `"logit_scale"`).
     """
-    fused, extra = wire_fusion(layers, fusion, vectors, presence)
-    embedding, features = wire_head(layers, head, fused, vectors, presence)
-    outputs = {
-        "embedding": layers["embedding"](embedding),
-        "probabilities": layers["classifier"](features),
-    }
+    modalities = list(config["modalities"])
+    fusion = config["fusion"]["kind"]
+    fused, extra = wire_fusion(layers, fusion, modalities, vectors, presence)
+    embedding, features = wire_head(layers, _head(config), modalities, fused, vectors, presence)
+    outputs = {"embedding": layers["embedding"](embedding)}
+    if "classifier" in layers:
+        outputs["probabilities"] = layers["classifier"](features)
     if "coordinated" in extra:
         outputs["coordinated"] = extra["coordinated"]
     return outputs
 
 
-def _make_layers(fusion, head, vocabulary, sizes, seed):
-    layers = {
-        "text_tokenizer": make_tokenizer(vocabulary, sizes.text_length),
-        "padding_mask": PaddingMask(name="padding_mask"),
-    }
-    vocabulary_size = layers["text_tokenizer"].vocabulary_size()
-    layers.update(make_encoders(vocabulary_size, sizes))
-    layers.update(make_fusion_layers(fusion, sizes.vector_dim, seed))
-    layers.update(head_layers(head, seed))
-    layers["classifier"] = keras.layers.Dense(
-        NUM_CLASSES, activation="softmax", dtype="float32", name="classifier"
+def _make_layers(config, num_classes, captions):
+    fusion, vector_dim = config["fusion"], config["fusion"]["vector_dim"]
+    modalities = list(config["modalities"])
+    layers = make_encoder_layers(config["modalities"], vector_dim, captions)
+    layers.update(
+        make_fusion_layers(fusion["kind"], modalities, vector_dim, fusion["dim"], config["seed"])
     )
+    layers.update(head_layers(_head(config), modalities, fusion["dim"], config["seed"]))
+    if has_classifier(config):
+        layers["classifier"] = keras.layers.Dense(
+            num_classes, activation="softmax", dtype="float32", name="classifier"
+        )
     # The embedding leaves the model in float32 under any dtype policy.
     layers["embedding"] = keras.layers.Activation("linear", dtype="float32", name="embedding")
     return layers
 
 
-def _single_modality_model(layers, fusion, head, modality, name):
-    """The model with only `modality` present: absent vectors are constants (never read)."""
-    if modality == "text_ids":
-        length = layers["text_tokenizer"].get_config()["output_sequence_length"]
-        value = keras.Input((length,), dtype="int32", name="text_ids")
-        ids, source = value, "text"
-    else:
-        shape, dtype = INPUT_SHAPES[modality]
-        value = keras.Input(shape, dtype=dtype, name=modality)
-        ids = layers["text_tokenizer"](value) if modality == "text" else value
-        source = modality
-    vectors = {source: encode(layers, source, ids)}
-    width = int(vectors[source].shape[-1])
-    for m in MODALITIES:
-        if m != source:
-            vectors[m] = BatchConstant([0.0] * width, name=f"absent_{m}")(value)
-    flags = [1.0 if m == source else 0.0 for m in MODALITIES]
-    presence = BatchConstant(flags, name="presence")(value)
-    outputs = wire(layers, fusion, head, vectors, presence)
-    return keras.Model(value, outputs["embedding"], name=f"{name}_{modality}_embedding")
+def _vectors(layers, config, inputs):
+    return {
+        name: encode(layers, name, table["kind"], inputs)
+        for name, table in config["modalities"].items()
+    }
 
 
-def embedding_models(layers, fusion, head, name):
-    """The per-modality embedding models over the given layers.
+def embedding_model(layers, config, modality, name="run"):
+    """The model with only `modality` present: absent vectors are constants, never read.
 
     Args:
         layers: dict `{name: layer}`.
-        fusion: str. One of `FUSIONS`.
-        head: str or `None`. One of `HEADS`.
-        name: str. Prefix of the model names.
+        config: dict. The checked run config.
+        modality: str. One of the config's modalities.
+        name: str. Prefix of the model's name. Defaults to `"run"`.
 
     Returns:
-        dict `{"image", "text", "text_ids", "audio", "video": keras.Model}`, each with
-        one input named like its key, giving `[B, D]` float32.
+        A `keras.Model` over that modality's serving inputs (with its `<m>_length` or
+        `<m>_frame_mask`) giving the fused embedding `[B, D]` float32.
     """
-    keys = ("image", "text", "text_ids", "audio", "video")
-    return {k: _single_modality_model(layers, fusion, head, k, name) for k in keys}
+    tables = config["modalities"]
+    if modality not in tables:
+        raise ValueError(f"Expected a modality among {list(tables)}. Received: {modality!r}")
+    kind = tables[modality]["kind"]
+    inputs = modality_inputs(
+        model_inputs({modality: tables[modality]}, serving=True), modality, kind
+    )
+    reference = inputs[modality]
+    vectors = {modality: encode(layers, modality, kind, inputs)}
+    width = config["fusion"]["vector_dim"]
+    for m in tables:
+        if m != modality:
+            vectors[m] = BatchConstant([0.0] * width, name=f"absent_{m}")(reference)
+    flags = [1.0 if m == modality else 0.0 for m in tables]
+    presence = BatchConstant(flags, name="presence")(reference)
+    outputs = wire(layers, config, vectors, presence)
+    feed = inputs if len(inputs) > 1 else reference
+    return keras.Model(feed, outputs["embedding"], name=f"{name}_{modality}_embedding")
 
 
-def layers_of(model):
-    """`{name: layer}` of a serving model (e.g. reloaded from `model.keras`), with its
-    fusion and head names, read from its layers.
+def embedding_models(layers, config, name="run"):
+    """`{modality: embedding_model(...)}` for every modality of the config."""
+    return {m: embedding_model(layers, config, m, name) for m in config["modalities"]}
+
+
+def vector_models(layers, config):
+    """The evaluation's two halves over the run's layers (shared weights).
 
     Args:
-        model: the serving `keras.Model` of `build_job_model` (or a reloaded copy).
+        layers: dict `{name: layer}`.
+        config: dict. The checked run config.
 
     Returns:
-        `(layers, fusion, head)`.
-
-    Raises:
-        ValueError: if the model is not a main-job model.
+        `(encoders, fusion)`: `encoders` maps the serving inputs (less `presence`) to
+        `{modality: [B, vector_dim]}`; `fusion` maps `{"<modality>_vector": vector}` and
+        `presence` to the serving outputs. `fusion(encoders(x), presence)` is the serving model.
     """
-    layers = {layer.name: layer for layer in model.layers}
-    fusion = fusion_of(layers)
-    needed = {"text_tokenizer", "padding_mask", "classifier", "embedding"}
-    if fusion is None or not needed <= set(layers):
-        raise ValueError(
-            f"Expected a main-job serving model (layers {sorted(needed)} and a fusion's "
-            f"layers). Received a model with layers {sorted(layers)}"
-        )
-    head = "vae" if "vae" in layers else "fisher" if "fisher" in layers else None
-    return layers, fusion, head
+    raw = model_inputs(config["modalities"], serving=True)
+    encoders = keras.Model(raw, _vectors(layers, config, raw), name="encoders")
+    width = config["fusion"]["vector_dim"]
+    inputs = {f"{m}_vector": keras.Input((width,), name=f"{m}_vector") for m in config["modalities"]}
+    presence = keras.Input((len(inputs),), dtype="float32", name="presence")
+    vectors = {m: inputs[f"{m}_vector"] for m in config["modalities"]}
+    outputs = wire(layers, config, vectors, presence)
+    outputs.pop("coordinated", None)
+    fusion = keras.Model({**inputs, "presence": presence}, outputs, name="fusion_outputs")
+    return encoders, fusion
 
 
-def build_job_model(fusion=DEFAULT_FUSION, head=None, *, vocabulary, seed=0, sizes=None):
-    """Builds the main job's training, serving and per-modality embedding models.
+def build_run_model(config, *, classes=None, captions=None):
+    """Builds a run's training, serving and per-modality embedding models.
 
-    Every fusion classifies the digit with a 10-way softmax on its fused embedding.
-    `"concat"`: `ConcatFusion` (projections with LayerNorm, presence flags) then a dense
-    layer; `"bilinear"`: compact bilinear pooling (`BilinearFusion(mode="compact")`) of
-    every pair of modalities, absent ones replaced by a learned vector, concatenated,
-    then a dense layer; `"autoencoder"`: the code of a `MultimodalAutoencoder` (its
-    reconstruction loss is added in training); `"coordinated"`: a
-    `CoordinatedEmbedding` per modality, fused by the mean over present modalities
-    (`JobTrainer` adds a CLIP loss for every pair of modalities). Head `"vae"`: a
-    `VAEHead` on the fused embedding (KL added in training; the classifier reads the
-    sampled latent, the embedding is the latent mean: the variational information
-    bottleneck of Alemi et al., ICLR 2017); `"fisher"`: a learned `FisherVector` over the
-    set of per-modality descriptors `[B, 4, d]` masked by the presence, concatenated
-    to the fused embedding.
+    Every fusion gives a fused embedding; with a classifier (`task` "classification" or
+    "both") a softmax over `classes` reads it. `"concat"`: `ConcatFusion` (projections
+    with LayerNorm, presence flags) then a dense layer; `"bilinear"`: compact bilinear
+    pooling (`BilinearFusion(mode="compact")`) of every pair of modalities, absent ones
+    replaced by a learned vector, concatenated, then a dense layer; `"autoencoder"`: the
+    code of a `MultimodalAutoencoder` (its reconstruction loss is added in training);
+    `"coordinated"`: a `CoordinatedEmbedding` per modality, fused by the mean over present
+    modalities (with `task` "retrieval" or "both", `JobTrainer` adds a CLIP loss for every
+    pair of modalities). Head `"vae"`: a `VAEHead` on the fused embedding (KL added in
+    training; the classifier reads the sampled latent, the embedding is the latent mean:
+    the variational information bottleneck of Alemi et al., ICLR 2017); `"fisher"`: a
+    learned `FisherVector` over the set of per-modality descriptors masked by the
+    presence, concatenated to the fused embedding.
 
     Args:
-        fusion: str. One of `FUSIONS`. Defaults to `DEFAULT_FUSION`.
-        head: str or `None`. One of `HEADS`. Defaults to `None`.
-        vocabulary: list of str. The caption words for the tokenizer (see
-            `mmrep.job.encoders.caption_vocabulary`).
-        seed: int. Seeds the initial weights and the layers' random draws.
-            Defaults to `0`.
-        sizes: `EncoderSizes` or `None` for the job's defaults.
+        config: dict. A checked run config (`mmrep.job.config`).
+        classes: list or `None`. The class names (required with a classifier).
+        captions: dict `{text modality: array of str}` of training captions, for text
+            encoders trained from scratch (their vocabulary), or `None`.
 
     Returns:
-        A `JobModel`.
+        A `RunModel`.
 
     Raises:
-        ValueError: for an unknown fusion or head, or a bad vocabulary.
+        ValueError: for missing classes, or encoders that cannot be built.
     """
     from mmrep.job.trainer import JobTrainer
 
-    check_choice("fusion", fusion, FUSIONS)
-    check_choice("head", head, HEADS, allow_none=True)
-    sizes = sizes or EncoderSizes()
-    keras.utils.set_random_seed(seed)
-    layers = _make_layers(fusion, head, vocabulary, sizes, seed)
-    name = default_run_name(fusion, head)
+    if has_classifier(config) and (classes is None or len(classes) < 2):
+        raise ValueError(
+            f"task = {config['task']!r} needs two or more classes. Received: {classes}"
+        )
+    keras.utils.set_random_seed(config["seed"])
+    layers = _make_layers(config, len(classes) if classes is not None else 0, captions)
+    name = config["name"]
+    presence = keras.Input((len(config["modalities"]),), dtype="float32", name="presence")
 
-    def outputs_for(inputs, ids):
-        vectors = {m: encode(layers, m, ids if m == "text" else inputs[m]) for m in MODALITIES}
-        return wire(layers, fusion, head, vectors, inputs["presence"])
+    raw = {**model_inputs(config["modalities"], serving=True), "presence": presence}
+    served = wire(layers, config, _vectors(layers, config, raw), presence)
+    served.pop("coordinated", None)
+    serving = keras.Model(raw, served, name=name)
 
-    presence = keras.Input((len(MODALITIES),), dtype="float32", name="presence")
-    raw = {**_inputs(False, sizes.text_length), "presence": presence}
-    served = outputs_for(raw, layers["text_tokenizer"](raw["text"]))
-    serving = keras.Model(
-        raw, {"embedding": served["embedding"], "probabilities": served["probabilities"]}, name=name
-    )
-
-    ids = {**_inputs(True, sizes.text_length), "presence": presence}
-    trained = outputs_for(ids, ids["text_ids"])
-    outputs = {"embedding": trained["embedding"], "probabilities": trained["probabilities"]}
+    ids = {**model_inputs(config["modalities"], serving=False), "presence": presence}
+    trained = wire(layers, config, _vectors(layers, config, ids), presence)
+    outputs = {k: v for k, v in trained.items() if k != "coordinated"}
     pairs = ()
-    if "coordinated" in trained:
+    if has_pair_loss(config):
         outputs.update({f"coordinated_{k}": v for k, v in trained["coordinated"].items()})
         outputs["logit_scale"] = outputs.pop("coordinated_logit_scale")
-        pairs = [(a, b) for i, a in enumerate(MODALITIES) for b in MODALITIES[i + 1 :]]
+        pairs = pairs_of(list(config["modalities"]))
     network = keras.Model(ids, outputs, name=f"{name}_training_network")
     training = JobTrainer(network, contrastive_pairs=pairs, name=f"{name}_trainer")
-    embeddings = embedding_models(layers, fusion, head, name)
-    return JobModel(training, serving, embeddings, fusion, head, layers)
+    embeddings = embedding_models(layers, config, name)
+    return RunModel(training, serving, embeddings, config, classes, layers)

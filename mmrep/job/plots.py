@@ -8,8 +8,6 @@ import textwrap
 
 import numpy as np
 
-from mmrep.data.captions import WORDS
-
 CURVES_FILE = "training_curves.png"
 PROJECTION_FILE = "embedding_projection.png"
 RETRIEVAL_FILE = "retrieval_examples.png"
@@ -84,15 +82,16 @@ def project_2d(embeddings, seed=0):
     return TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)
 
 
-def embedding_projection(embeddings, labels, path, seed=0, title=None):
-    """Scatter of the 2-D projection of embeddings, coloured by digit, with a legend.
+def embedding_projection(embeddings, labels, path, seed=0, title=None, class_names=None):
+    """Scatter of the 2-D projection of embeddings, coloured by class, with a legend.
 
     Args:
-        embeddings: array `[N, D]` (the fused test embeddings).
-        labels: int array `[N]`.
+        embeddings: array `[N, D]` (the fused embeddings of the evaluated split).
+        labels: int array `[N]` (class indices) or `None` (one colour).
         path: str. The PNG to write.
         seed: int. The projection's seed. Defaults to `0`.
         title: str or `None`. The title.
+        class_names: list of str or `None`. The legend's names of the class indices.
 
     Returns:
         str. `path`.
@@ -100,14 +99,20 @@ def embedding_projection(embeddings, labels, path, seed=0, title=None):
     plt = _pyplot()
     points = project_2d(embeddings, seed)
     figure, axis = plt.subplots(figsize=(6.5, 5.5))
-    colours = plt.get_cmap("tab10")
-    for digit in range(10):
-        chosen = labels == digit
-        axis.scatter(*points[chosen].T, s=12, color=colours(digit), label=str(digit))
-    axis.legend(title="digit", loc="center left", bbox_to_anchor=(1.0, 0.5))
+    if labels is None:
+        axis.scatter(*points.T, s=12)
+    else:
+        classes = np.unique(labels)
+        colours = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+        for i, value in enumerate(classes):
+            chosen = labels == value
+            name = class_names[value] if class_names is not None else str(value)
+            axis.scatter(*points[chosen].T, s=12, color=colours(i % colours.N), label=name)
+        if len(classes) <= 20:
+            axis.legend(title="class", loc="center left", bbox_to_anchor=(1.0, 0.5))
     axis.set_xticks([])
     axis.set_yticks([])
-    axis.set_title(title or "t-SNE of the fused test embeddings")
+    axis.set_title(title or "t-SNE of the fused embeddings")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
@@ -115,33 +120,41 @@ def embedding_projection(embeddings, labels, path, seed=0, title=None):
 
 
 def retrieval_examples(
-    queries, gallery, captions, images, labels, path, num_queries=6, k=5, seed=0
+    queries, gallery, captions, images, labels, path, num_queries=6, k=5, seed=0, class_names=None
 ):
-    """A grid: caption queries (one per row) and their top-k test images, right or wrong.
+    """A grid: caption queries (one per row) and their top-k images, right or wrong.
+
+    An image is right when it is of the query's class, or (`labels` `None`) when it is
+    the query's own row.
 
     Args:
         queries: array `[N, D]`, text-only embeddings of the test split.
         gallery: array `[N, D]`, image-only embeddings of the test split.
         captions: array `[N]` of str or bytes.
         images: uint8 array `[N, H, W, 3]`.
-        labels: int array `[N]`.
+        labels: int array `[N]` or `None`.
         path: str. The PNG to write.
-        num_queries: int. Rows (queries of different digits). Defaults to `6`.
+        num_queries: int. Rows (queries of different classes). Defaults to `6`.
         k: int. Images per row. Defaults to `5`.
         seed: int. Which queries are shown. Defaults to `0`.
+        class_names: list of str or `None`. Names of the class indices.
 
     Returns:
         str. `path`.
     """
     plt = _pyplot()
+    own_rows = labels is None
+    if own_rows:
+        labels = np.arange(len(queries))
+    k = min(k, len(gallery))
 
     def unit(x):
         x = np.asarray(x, np.float64)
         return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
     rng = np.random.default_rng(seed)
-    digits = rng.permutation(np.unique(labels))[:num_queries]
-    rows = [int(rng.choice(np.flatnonzero(labels == d))) for d in digits]
+    classes = rng.permutation(np.unique(labels))[:num_queries]
+    rows = [int(rng.choice(np.flatnonzero(labels == d))) for d in classes]
     similarity = unit(queries[rows]) @ unit(gallery).T
     figure, axes = plt.subplots(
         len(rows), k + 1, figsize=(1.6 * (k + 1) + 1.6, 1.6 * len(rows)), squeeze=False
@@ -150,7 +163,10 @@ def retrieval_examples(
         caption = captions[row]
         caption = caption.decode() if isinstance(caption, bytes) else str(caption)
         axes[r, 0].axis("off")
-        text = textwrap.fill(f'"{caption}"', 24) + f"\n({WORDS[labels[row]]})"
+        text = textwrap.fill(f'"{caption}"', 24)
+        if not own_rows:
+            name = class_names[labels[row]] if class_names is not None else labels[row]
+            text += f"\n({name})"
         axes[r, 0].text(0.0, 0.5, text, fontsize=8, va="center")
         for c, hit in enumerate(np.argsort(-similarity[r], kind="stable")[:k], start=1):
             right = labels[hit] == labels[row]
@@ -162,40 +178,67 @@ def retrieval_examples(
             for spine in axis.spines.values():
                 spine.set_color(colour)
                 spine.set_linewidth(3)
-            axis.set_title(
-                ("right " if right else "wrong ") + str(labels[hit]), fontsize=8, color=colour
-            )
-    figure.suptitle(f"Text -> image retrieval: top {k} test images per caption")
+            shown = "" if own_rows or class_names is None else f" {class_names[labels[hit]]}"
+            axis.set_title(("right" if right else "wrong") + shown, fontsize=8, color=colour)
+    figure.suptitle(f"Text -> image retrieval: top {k} images per caption")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
 
 
-def save_evaluation_plots(folder, outputs, features, labels, seed=0):
-    """Writes the projection and retrieval plots of a run's test outputs.
+def save_evaluation_plots(folder, config, results, encoded, class_names=None, seed=0):
+    """Writes the projection and (with text and image modalities) retrieval plots.
 
     Args:
         folder: str. The run folder.
-        outputs: dict `{condition: {"embedding", ...}}` from `compute_metrics`.
-        features: dict of test arrays (`"text"`, `"image"`).
-        labels: int array `[N]`.
+        config: dict. The checked run config.
+        results: dict `{condition: (outputs, rows)}` from `compute_metrics`.
+        encoded: the evaluated split's `encode_split` dict (labels, media).
+        class_names: list of str or `None`.
         seed: int. Defaults to `0`.
 
     Returns:
         list of the paths written.
     """
-    return [
-        embedding_projection(
-            outputs["all"]["embedding"], labels, os.path.join(folder, PROJECTION_FILE), seed
-        ),
+    labels = encoded["labels"]
+    outputs, rows = results["all"]
+    written = []
+    if len(rows) >= 4:
+        written.append(
+            embedding_projection(
+                outputs["embedding"],
+                None if labels is None else labels[rows],
+                os.path.join(folder, PROJECTION_FILE),
+                seed,
+                class_names=class_names,
+            )
+        )
+    kinds = {m: t["kind"] for m, t in config["modalities"].items()}
+    text = next((m for m, k in kinds.items() if k == "text"), None)
+    image = next((m for m, k in kinds.items() if k == "image"), None)
+    if text is None or image is None:
+        return written
+    (text_out, text_rows), (image_out, image_rows) = (
+        results[f"{text} only"],
+        results[f"{image} only"],
+    )
+    shown = len(encoded["media"][image])
+    both = np.intersect1d(text_rows, image_rows)
+    both = both[both < shown]
+    if len(both) < 2:
+        return written
+    same_row = config["task"] == "retrieval" or labels is None
+    written.append(
         retrieval_examples(
-            outputs["text only"]["embedding"],
-            outputs["image only"]["embedding"],
-            features["text"],
-            features["image"],
-            labels,
+            text_out["embedding"][np.searchsorted(text_rows, both)],
+            image_out["embedding"][np.searchsorted(image_rows, both)],
+            encoded["media"][text][both],
+            encoded["media"][image][both],
+            None if same_row else labels[both],
             os.path.join(folder, RETRIEVAL_FILE),
             seed=seed,
-        ),
-    ]
+            class_names=class_names,
+        )
+    )
+    return written

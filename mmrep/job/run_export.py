@@ -8,8 +8,8 @@ def export_run(
 ):
     """Exports a run's serving model with its per-modality embedding signatures.
 
-    Reloads `model.keras`, rebuilds the single-modality embedding models from its layers
-    (by name: they share the reloaded weights) and calls
+    Reloads `model.keras` and `config.toml`, rebuilds the single-modality embedding
+    models from its layers (by name: they share the reloaded weights) and calls
     `mmrep.export.export_saved_model` into `export_dir/<run name>/<version>/`, where the
     run name is the run folder's name.
 
@@ -28,25 +28,21 @@ def export_run(
     Raises:
         RunNotFoundError: (a `RunError` and `FileNotFoundError`) for a missing run or
             model file.
-        RunError: for a model that is not a main-job model.
+        RunError: for a model or config that cannot be read.
         FileExistsError: (from `export_saved_model`) when the version exists and
             `overwrite` is `False`.
     """
     from mmrep.export import export_saved_model
-    from mmrep.job.metrics import load_serving_model
-    from mmrep.job.model import embedding_models, layers_of
-    from mmrep.job.run_folder import resolve_run
+    from mmrep.job.evaluate import load_run
 
-    folder = resolve_run(run, runs_dir)
-    serving = load_serving_model(folder)
-    layers, fusion, head = layers_of(serving)
-    embeddings = embedding_models(layers, fusion, head, serving.name)
+    folder, run_model = load_run(run, runs_dir)
     name = os.path.basename(os.path.normpath(os.path.abspath(folder)))
     return export_saved_model(
-        serving,
+        run_model.serving,
         os.path.join(os.fspath(export_dir), name),
         version=version,
-        embeddings=embeddings,
+        embeddings=run_model.embeddings,
         overwrite=overwrite,
         verbose=verbose,
+        modalities=list(run_model.config["modalities"]),
     )

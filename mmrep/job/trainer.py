@@ -21,11 +21,12 @@ class JobTrainer(keras.Model):
 
     Compile it with the loss and metrics of the `"probabilities"` output alone (e.g.
     `loss="sparse_categorical_crossentropy", metrics=["accuracy"]`) and fit it on
-    `(inputs, labels)`.
+    `(inputs, labels)`; a network without `"probabilities"` (retrieval alone) is
+    compiled without a loss and fit on inputs alone.
 
     Args:
         network: functional `keras.Model` over token ids whose output dict holds
-            `"probabilities"` and, with `contrastive_pairs`, `"coordinated_<modality>"`
+            `"probabilities"` (unless it trains on the pair losses alone) and, with `contrastive_pairs`, `"coordinated_<modality>"`
             embeddings and `"logit_scale"`.
         contrastive_pairs: sequence of `(modality, modality)`. A `ClipLoss` for each,
             averaged, is added to the loss (pairs with a missing side are left out by
@@ -71,10 +72,11 @@ class JobTrainer(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         # The compiled loss scores the probabilities only; the other outputs have none.
+        # A network without a classifier (retrieval) has the layers' losses alone.
         loss = super().compute_loss(
             x=x,
-            y=y,
-            y_pred=y_pred["probabilities"],
+            y=y if "probabilities" in y_pred else None,
+            y_pred=y_pred.get("probabilities"),
             sample_weight=sample_weight,
             training=training,
         )
@@ -84,6 +86,8 @@ class JobTrainer(keras.Model):
         return loss
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        if "probabilities" not in y_pred:
+            return super().compute_metrics(x, None, None, sample_weight)
         return super().compute_metrics(x, y, y_pred["probabilities"], sample_weight)
 
     def get_config(self):
