@@ -73,24 +73,22 @@ def _train_tiny_run(root):
     import contextlib
     import io
 
-    from mmrep.job import train_run
-    from tests.job.test_model import TINY, TINY_RUN_LIMIT
+    from mmrep.job import train_run, with_overrides
+    from tests.job.tiny import TINY_RUN_LIMIT, tiny_config
 
     runs, exports = str(root / "runs"), str(root / "saved_models")
+    config = with_overrides(
+        tiny_config(),
+        epochs=2,
+        seed=3,
+        export_dir=exports,
+        batch_size=16,
+        steps_per_epoch=2,
+        limit=TINY_RUN_LIMIT,
+    )
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
-        folder = train_run(
-            "coordinated",
-            epochs=2,
-            seed=3,
-            runs_dir=runs,
-            export_dir=exports,
-            batch_size=16,
-            steps_per_epoch=2,
-            limit=TINY_RUN_LIMIT,
-            verbose=0,
-            sizes=TINY,
-        )
+        folder = train_run(config, runs_dir=runs, verbose=0)
     return {"folder": folder, "runs": runs, "exports": exports, "printed": buffer.getvalue()}
 
 

@@ -56,7 +56,8 @@ def read_rows(path):
                     )
                 rows.append(row)
         return rows
-    with open(path, encoding="utf-8", newline="") as f:
+    # utf-8-sig: Excel's "CSV UTF-8" starts the file with a byte-order mark.
+    with open(path, encoding="utf-8-sig", newline="") as f:
         reader = csv.DictReader(f)
         if not reader.fieldnames:
             raise ManifestError(
