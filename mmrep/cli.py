@@ -146,6 +146,13 @@ def _add_embed(commands):
         default="serving_default",
         help="the signature to run (default: serving_default)",
     )
+    embed.add_argument(
+        "--ignore",
+        nargs="+",
+        default=(),
+        metavar="COLUMN",
+        help="manifest columns to leave unread (an id or source column)",
+    )
 
 
 def _parser():
@@ -187,6 +194,7 @@ def _run(args):
             args.output,
             batch_size=args.batch_size,
             signature=args.signature,
+            ignore=tuple(args.ignore),
         )
 
 

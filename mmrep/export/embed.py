@@ -29,8 +29,16 @@ def embed_manifest(
 
     The signature's inputs decide what is read: an input named like a manifest column is
     fed from it, as text (`tf.string`), audio (float `[S]`, 16 kHz, cut or zero-padded to
-    `S` samples), an image (`[H, W, C]`, decoded and resized to `H`x`W`) or a video
-    (`[T, H, W, C]`, the first `T` frames, resized, zero-padded); a `presence` input is
+    `S` samples; `[None]`: each clip at its own length, zero-padded to the longest of its
+    batch), an image (`[H, W, C]`, decoded and resized to `H`x`W`) or a video
+    (`[T, H, W, C]`, the first `T` frames, resized, zero-padded; `T = None`: every frame
+    up to `from_manifest`'s cap, padded to the longest of the batch). Padding inputs named
+    after an audio or video input are fed what the padding hides (never a column):
+    `<audio input>_length` the samples before zero padding (0 for a missing clip) and
+    `<video input>_frame_mask` True for decoded frames. An input of open length without
+    its padding input gets only batches of equal-length clips (a `ServingError` names
+    the rows otherwise: use `batch_size=1`, or export with the padding input); a
+    `presence` input is
     fed 1 where a row has the modality and 0 where its cell is empty, in the order
     recorded at export (`assets.extra/mmrep.json`, else by kind: image, text, audio,
     video). Images and video frames must be square in the model; float image inputs
@@ -63,8 +71,10 @@ def embed_manifest(
         OutputExistsError: `output` exists.
         ServingError: an unknown signature or output format; a manifest whose columns
             are not the signature's inputs (both sets named); an input a manifest cannot
-            feed; a row with a missing modality when the signature has no `presence`
-            input (the row named); a row that cannot be decoded.
+            feed (or a padding input of the wrong kind, dtype or shape); a row with a
+            missing modality when the signature has no `presence` input (the row
+            named); a row that cannot be decoded; clips of different lengths in a batch
+            for an input of open length that has no padding input (the rows named).
         MissingDependencyError: (an `ImportError` and a `ServingError`) `.parquet`
             without pyarrow; the message says `pip install "mmrep[parquet]"`.
 
@@ -121,7 +131,7 @@ def embed_manifest(
     )
     batches = dataset.padded_batch(batch_size).prefetch(tf.data.AUTOTUNE)
     if verbose:
-        fed = [*plan.kinds, *([plan.presence] if plan.presence else [])]
+        fed = [*plan.kinds, *plan.padding, *([plan.presence] if plan.presence else [])]
         print(
             f"Embedding {len(rows)} rows of {manifest} with {folder} ({how}), signature "
             f"{signature!r}, inputs {fed} -> {output}"
@@ -136,6 +146,10 @@ def embed_manifest(
     start, done = time.perf_counter(), 0
     try:
         for batch in batches:
+            try:
+                embed_inputs.check_batch(plan, batch, first_row=done + 1)
+            except ServingError as error:
+                raise ServingError(f"manifest {manifest}: {error}") from None
             feed = _feed(batch, plan, tf)
             for name, value in function(**feed).items():
                 results[name].append(value.numpy())
@@ -176,6 +190,9 @@ def _feed(batch, plan, tf):
         if plan.kinds[name] in ("image", "video") and spec.shape[-1] == 1:
             value = rgb_to_luma(value)  # as decode_image(channels=1) converts
         feed[name] = tf.cast(value, spec.dtype) if value.dtype != spec.dtype else value
+    for name in plan.padding:  # `from_manifest` emits them under the same names
+        value, dtype = batch[name], plan.specs[name].dtype
+        feed[name] = tf.cast(value, dtype) if value.dtype != dtype else value
     if plan.presence is not None:
         feed[plan.presence] = tf.cast(batch["presence"], plan.specs[plan.presence].dtype)
     return feed

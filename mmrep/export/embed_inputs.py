@@ -7,11 +7,23 @@ floating `[B, S]` tensor a 16 kHz waveform, `[B, H, W, C]` (uint8 or floating, C
 the presence mask, fed from the manifest's empty cells. Input names match manifest
 columns. Sizes come from the specs: images and frames are resized to `H` (square only,
 as `from_manifest` resizes), audio is cut or padded to `S` samples, video to `T` frames.
+
+Padding inputs are recognised by name and fed from `from_manifest`'s keys of the same
+names, never from manifest columns: `<audio input>_length` (integer `[B]`, the samples
+before zero padding, 0 for a missing clip) and `<video input>_frame_mask` (bool `[B, T]`,
+True for decoded frames). A waveform input of open length `[B, None]` is read at each
+clip's own length and zero-padded to the longest clip of its batch; a video input of open
+length `[B, None, H, W, C]` takes every decoded frame (up to `from_manifest`'s frame cap),
+padded likewise. Without a padding input to say where the padding starts, such an input
+is fed only batches whose present clips all have the same length (`check_batch`); a
+fixed-length input is cut or padded to its length as before.
 """
 
 import dataclasses
 
-from mmrep.data.manifest import KINDS
+import numpy as np
+
+from mmrep.data.manifest import KINDS, frame_mask_key, length_key
 from mmrep.export.errors import ServingError
 
 PRESENCE = "presence"
@@ -26,6 +38,11 @@ class FeedPlan:
         kinds: dict `{input: kind}` of the modality inputs, in the presence order.
         presence: str or `None`. The presence input's name.
         specs: dict `{input: tf.TensorSpec}` of every input.
+        padding: dict `{padding input: modality input}`: the `<audio input>_length` and
+            `<video input>_frame_mask` inputs, fed from the `from_manifest` keys of the
+            same names.
+        unmarked: list of the audio and video inputs of open length (`None` samples or
+            frames) without a padding input, whose batches must hold clips of one length.
         image_size, video_size, video_frames, audio_seconds: the `from_manifest`
             arguments (`None` where the model leaves the size open or has no such input).
     """
@@ -33,6 +50,8 @@ class FeedPlan:
     kinds: dict
     presence: str | None
     specs: dict
+    padding: dict = dataclasses.field(default_factory=dict)
+    unmarked: list = dataclasses.field(default_factory=list)
     image_size: int | None = None
     video_size: int | None = None
     video_frames: int | None = None
@@ -51,8 +70,44 @@ def _kind(name, spec):
     raise ServingError(
         f"input {name!r} ({dtype.name}, shape {shape}) is not something a manifest can feed: "
         "expected a text string [B], a waveform float [B, S], an image [B, H, W, C], a video "
-        "[B, T, H, W, C] (C = 1 or 3) or a presence mask float [B, M] named 'presence'"
+        "[B, T, H, W, C] (C = 1 or 3), a presence mask float [B, M] named 'presence', or "
+        "the padding of an audio input `<audio>_length` (integer [B]) or of a video input "
+        "`<video>_frame_mask` (bool [B, T])"
     )
+
+
+def _padding_inputs(specs, kinds):
+    """`{padding input: modality input}`, checking names, kinds, dtypes and shapes."""
+    padding = {}
+    for name, kind in kinds.items():
+        for key, wanted in ((length_key(name), "audio"), (frame_mask_key(name), "video")):
+            if key not in specs:
+                continue
+            spec, what = specs[key], "lengths" if wanted == "audio" else "frame mask"
+            if kind != wanted:
+                raise ServingError(
+                    f"input {key!r} looks like the {what} of input {name!r}, but {name!r} is "
+                    f"{kind} (shape {specs[name].shape}); embed_manifest feeds lengths to "
+                    "audio inputs and frame masks to video inputs only"
+                )
+            if wanted == "audio":
+                ok = spec.dtype.is_integer and spec.shape.rank == 1
+                expected = "an integer vector [B]"
+            else:
+                frames = specs[name].shape[1]
+                ok = (
+                    spec.dtype.name == "bool"
+                    and spec.shape.rank == 2
+                    and (frames is None or spec.shape[1] in (None, frames))
+                )
+                expected = f"a bool mask [B, {frames}]"
+            if not ok:
+                raise ServingError(
+                    f"input {key!r} ({spec.dtype.name}, shape {spec.shape}), the {what} of "
+                    f"input {name!r}, should be {expected}"
+                )
+            padding[key] = name
+    return padding
 
 
 def _square(name, spec, dims):
@@ -90,12 +145,29 @@ def plan_feeds(specs, modalities=None):
     Raises:
         ServingError: an input of an unsupported kind, a non-square image or video
             input, inputs of one kind with different sizes, a presence width that is
-            not the number of modality inputs, or `modalities` not naming them.
+            not the number of modality inputs, or a padding input of the wrong kind,
+            dtype or shape. (`modalities` not naming the modality inputs is ignored:
+            the order by kind is used.)
     """
     presence = PRESENCE if PRESENCE in specs else None
-    kinds = {name: _kind(name, spec) for name, spec in specs.items() if name != presence}
+    # A name `x_length` / `x_frame_mask` beside an input `x` is a padding input, not a column.
+    candidates = [n for n in specs if n != presence]
+    named_padding = {
+        key
+        for name in candidates
+        for key in (length_key(name), frame_mask_key(name))
+        if key in specs
+    }
+    kinds = {
+        name: _kind(name, spec)
+        for name, spec in specs.items()
+        if name != presence and name not in named_padding
+    }
     if not kinds:
         raise ServingError(f"the signature has no modality input; its inputs are {list(specs)}")
+    padding = _padding_inputs(specs, kinds)
+    if modalities is not None:
+        modalities = [m for m in modalities if m not in padding]  # an older export's list
     if modalities is not None and sorted(modalities) == sorted(kinds):
         order = list(modalities)
     else:
@@ -111,10 +183,18 @@ def plan_feeds(specs, modalities=None):
     of_kind = {k: {n: specs[n] for n in kinds if kinds[n] == k} for k in KINDS}
     audio = {n: s.shape[1] for n, s in of_kind["audio"].items()}
     samples = _one_size("audio", audio)
+    marked = set(padding.values())
+    unmarked = [
+        name
+        for name, kind in kinds.items()
+        if kind in ("audio", "video") and specs[name].shape[1] is None and name not in marked
+    ]
     return FeedPlan(
         kinds=kinds,
         presence=presence,
         specs=dict(specs),
+        padding=padding,
+        unmarked=unmarked,
         image_size=_one_size(
             "image", {n: _square(n, s, (1, 2)) for n, s in of_kind["image"].items()}
         ),
@@ -146,11 +226,17 @@ def check_columns(plan, rows, manifest, signature, ignore=()):
     inputs = list(plan.kinds)
     extra = [c for c in columns if c not in plan.kinds]
     missing = [n for n in inputs if n not in columns]
+    padding = [c for c in extra if c in plan.padding]
     if extra or missing:
         raise ServingError(
             f"manifest {manifest} does not match signature {signature!r}: the manifest's "
             f"columns are {columns}, the model's modality inputs are {inputs}"
             + (f"; not inputs of the model: {extra}" if extra else "")
+            + (
+                f" ({padding}: padding inputs, fed from the decoded files, never from a column)"
+                if padding
+                else ""
+            )
             + (f"; missing from the manifest: {missing}" if missing else "")
         )
     if plan.presence is None:
@@ -165,3 +251,41 @@ def check_columns(plan, rows, manifest, signature, ignore=()):
 
 def _empty(value):
     return value is None or (isinstance(value, str) and not value.strip())
+
+
+def check_batch(plan, batch, first_row):
+    """Refuses a batch that would feed padding as content to an input of open length.
+
+    An audio or video input of open length (`[B, None]`, `[B, None, H, W, C]`) without a
+    padding input (`<input>_length`, `<input>_frame_mask`) cannot tell zero padding from
+    samples or frames, so its clips must all have one length: every present clip of the
+    batch as long as the longest.
+
+    Args:
+        plan: the `FeedPlan`.
+        batch: a padded batch of `from_manifest` examples (eager tensors).
+        first_row: int. The manifest row number of the batch's first example.
+
+    Raises:
+        ServingError: clips of different lengths for such an input; the message names
+            the rows and lengths, and the ways out.
+    """
+    for name in plan.unmarked:
+        if plan.kinds[name] == "audio":
+            key, unit, expected = length_key(name), "samples", "int32 [B]"
+            counts = np.asarray(batch[key])
+        else:
+            key, unit, expected = frame_mask_key(name), "frames", "bool [B, T]"
+            counts = np.asarray(batch[key]).sum(axis=1)
+        width = int(batch[name].shape[1])
+        short = np.flatnonzero((counts > 0) & (counts != width))
+        if short.size:
+            rows = {first_row + int(i): int(counts[i]) for i in short}
+            raise ServingError(
+                f"rows {list(rows)} have {name} clips of {list(rows.values())} {unit}, "
+                f"shorter than the longest clip of their batch ({width}): input {name!r} "
+                f"(shape {plan.specs[name].shape}) takes clips of any length but has no "
+                f"padding input {key!r} ({expected}) to tell padding from content, so "
+                "embed_manifest feeds it only batches of equal-length clips. Use "
+                f"batch_size=1, or export the model with a {key!r} input"
+            )

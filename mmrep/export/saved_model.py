@@ -38,22 +38,29 @@ def export_saved_model(
     - `serving_default`: the model. Inputs are named like the model's inputs (the keys
       of a dict input, else the `keras.Input` names); outputs are named by the keys of a
       dict output, else `output_0`, `output_1`, ... (as Keras' `model.export` names them).
-    - `embed_<name>` for each entry of `embeddings`: input named like that model's input,
-      output `"embedding"`. Strings are served raw when the model tokenizes in its graph
-      (`keras.layers.TextVectorization`), waveforms when its audio frontend is in the
-      graph (`mmrep.encoders.VGGish`, `LogMelSpectrogram`).
-    - `embed_<name>_bytes` for an entry whose input is a fixed-size image `[H, W, C]`
-      (uint8 or floating, C = 1 or 3), when `image_bytes`: input `"<input>_bytes"`, a
-      `tf.string` vector of encoded PNG / JPEG / GIF / BMP images, decoded and resized in
-      the graph (see `mmrep.export.image_bytes`; float models receive pixel values
-      0..255). Bytes that are not an image fail at serve time with TensorFlow's
-      `InvalidArgumentError`.
+    - `embed_<name>` for each entry of `embeddings`: inputs named like that model's
+      inputs, output `"embedding"`. An embedding model has one modality input and may
+      take its padding beside it, as inputs named after it: `<input>_length` (integer
+      `[B]`, the valid samples or steps before zero padding) and `<input>_frame_mask`
+      (bool `[B, T]`, True for real frames), as `mmrep.data.from_manifest` emits them
+      (`audio_length`, `video_frame_mask`); a waveform input may then be `[B, None]`,
+      clips of any length zero-padded to the longest in the batch. Strings are served
+      raw when the model tokenizes in its graph (`keras.layers.TextVectorization`),
+      waveforms when its audio frontend is in the graph (`mmrep.encoders.VGGish`,
+      `LogMelSpectrogram`).
+    - `embed_<name>_bytes` for an entry whose only input is a fixed-size image
+      `[H, W, C]` (uint8 or floating, C = 1 or 3), when `image_bytes`: input
+      `"<input>_bytes"`, a `tf.string` vector of encoded PNG / JPEG / GIF / BMP images,
+      decoded and resized in the graph (see `mmrep.export.image_bytes`; float models
+      receive pixel values 0..255). Bytes that are not an image fail at serve time with
+      TensorFlow's `InvalidArgumentError`.
 
     `assets.extra/mmrep.json` (a folder TF Serving ignores) describes the export: mmrep,
     TensorFlow and Keras versions, the model's name, `modalities` (the order of the
-    `presence` input's columns) and every signature's input and output names, dtypes and
-    shapes. The write is atomic (a hidden temporary folder in `path`, then a rename);
-    an exception leaves no version folder behind.
+    `presence` input's columns: modality inputs only, never `presence` or padding inputs
+    such as `audio_length`, `video_frame_mask`) and every signature's input and output
+    names, dtypes and shapes. The write is atomic (a hidden temporary folder in `path`,
+    then a rename); an exception leaves no version folder behind.
 
     Args:
         model: a functional or Sequential `keras.Model` with named inputs
@@ -61,8 +68,10 @@ def export_saved_model(
         path: str. The TF Serving base folder (created if missing).
         version: positive int, or `None` for one more than the largest numeric version
             folder in `path` (1 if none; other entries are ignored). Defaults to `None`.
-        embeddings: dict `{name: keras.Model}` of one-input embedding models, or `None`.
-            Names must be letters, digits and underscores. Defaults to `None`.
+        embeddings: dict `{name: keras.Model}` of embedding models (one modality
+            input, optionally with its `<input>_length` / `<input>_frame_mask` padding
+            inputs; one output), or `None`. Names must be letters, digits and
+            underscores. Defaults to `None`.
         image_bytes: bool. Add `embed_<name>_bytes` for image embedding models.
             Defaults to `True`.
         overwrite: bool. Replace an existing version (renamed aside, then deleted, so no
@@ -71,7 +80,8 @@ def export_saved_model(
             Defaults to `True`.
         modalities: list of str or `None`. The modality inputs in the order of the
             `presence` input's columns, recorded for `mmrep.export.embed_manifest`.
-            `None` takes the model's inputs other than `presence`, in the model's input
+            `None` takes the model's inputs other than `presence` and the padding inputs
+            (`x_length`, `x_frame_mask` beside an input `x`), in the model's input
             order. Defaults to `None`.
 
     Returns:
@@ -80,8 +90,10 @@ def export_saved_model(
     Raises:
         TypeError: `model` or an `embeddings` value is not a `keras.Model`.
         ValueError: an input is unnamed, duplicate or nested; an embedding model has
-            more than one input or output; an embedding name is invalid or two
-            signatures would share a name; `modalities` does not name the model's inputs.
+            more than one modality input, a padding input of the wrong dtype or shape,
+            or more than one output; an embedding name is invalid or two signatures
+            would share a name; `modalities` does not name the model's modality inputs
+            (or names `presence` or a padding input).
         ServingError: `version` is not a positive int, or `path` is a file.
         VersionExistsError: the version exists and `overwrite` is `False`.
 
@@ -115,10 +127,13 @@ def export_saved_model(
         what = f"embeddings[{name!r}]"
         functions[f"embed_{name}"] = signatures.embedding_function(embedder, what)
         tracked.append(embedder)
-        input_name, spec = signatures.embedding_input(embedder, what)
+        input_name, specs = signatures.embedding_inputs(embedder, what)
+        spec = specs[input_name]
         if not image_bytes or spec.shape.rank != 4:
             continue
         problem = bytes_signatures.image_input_problem(spec)
+        if problem is None and len(specs) > 1:
+            problem = f"it takes padding inputs {[n for n in specs if n != input_name]}"
         if problem is not None:
             warnings.warn(
                 f"export_saved_model: no embed_{name}_bytes signature: {problem}", stacklevel=2
@@ -192,14 +207,20 @@ def _check_embeddings(embeddings):
 
 
 def _modalities(modalities, input_names):
+    """The presence order: modality inputs only, never `presence` or padding inputs."""
+    from mmrep.export.signatures import modality_inputs
+
+    candidates = modality_inputs(input_names, exclude=(PRESENCE,))
     if modalities is None:
-        return [name for name in input_names if name != PRESENCE]
+        return candidates
     modalities = list(modalities)
-    unknown = [m for m in modalities if m not in input_names]
+    unknown = [m for m in modalities if m not in candidates]
     if unknown or len(set(modalities)) != len(modalities):
         raise ValueError(
-            "Expected `modalities` to list distinct model inputs (the columns of "
-            f"`presence`, in order). Received: {modalities}; the inputs are {input_names}"
+            "Expected `modalities` to list distinct modality inputs of the model (the "
+            f"columns of `presence`, in order). Received: {modalities}; the modality "
+            f"inputs are {candidates} (of the inputs {input_names}; `presence` and padding "
+            "inputs `<input>_length`, `<input>_frame_mask` are not modalities)"
         )
     return modalities
 

@@ -5,7 +5,9 @@ helpers turn a functional (or Sequential) Keras model into such a `tf.function`:
 argument, a dict keyed by the model's input names, every leading (batch) dimension
 `None`, the model called with `training=False`, and a dict of outputs. TensorFlow takes
 the signature's input names from the `TensorSpec` names and its output names from the
-returned dict's keys.
+returned dict's keys. An embedding model has one modality input and may take its
+padding beside it, as inputs named after it: `<input>_length` (integer `[B]`) and
+`<input>_frame_mask` (bool `[B, T]`), the keys `mmrep.data.from_manifest` emits.
 """
 
 import re
@@ -132,13 +134,98 @@ def serving_function(model):
     return serve
 
 
-def embedding_input(model, what):
-    """`(input name, TensorSpec)` of a one-input embedding model, checking its output."""
+# Padding inputs: an embedding model may take, beside its modality input `x`, the
+# lengths `x_length` (integer [B]: valid samples or steps before zero padding) and the
+# frame mask `x_frame_mask` (bool [B, T]: True for real frames), the keys
+# `mmrep.data.from_manifest` emits for audio and video columns.
+LENGTH_SUFFIX = "_length"
+FRAME_MASK_SUFFIX = "_frame_mask"
+_PADDING_RULE = (
+    "one modality input, plus optionally its padding inputs named after it: "
+    "`<input>_length` (integer [B]) and `<input>_frame_mask` (bool [B, T])"
+)
+
+
+def padding_input_of(name, names):
+    """`(modality input, "length" | "frame_mask")` if `name` is a padding input, else `None`.
+
+    `name` is a padding input when it is another input's name followed by `"_length"`
+    or `"_frame_mask"` (`"audio_length"` beside `"audio"`).
+
+    Args:
+        name: str. An input name.
+        names: the names of all the model's inputs.
+    """
+    for suffix, role in ((LENGTH_SUFFIX, "length"), (FRAME_MASK_SUFFIX, "frame_mask")):
+        base = name[: -len(suffix)]
+        if name.endswith(suffix) and base and base in names:
+            return base, role
+    return None
+
+
+def modality_inputs(names, exclude=()):
+    """The names among `names` that are not padding inputs (nor in `exclude`), in order."""
+    names = [n for n in names if n not in exclude]
+    return [n for n in names if padding_input_of(n, names) is None]
+
+
+def _padding_problem(name, spec, role, modality_spec):
+    """Why `spec` cannot be the padding input `name` of a modality input, or `None`."""
+    received = f"{spec.dtype.name}, shape {spec.shape}"
+    if role == "length":
+        if not spec.dtype.is_integer or spec.shape.rank != 1:
+            return f"its lengths {name!r} must be an integer vector [B]; received {received}"
+        if modality_spec.shape.rank < 2:
+            return f"its lengths {name!r} need a sequence input [B, S, ...]"
+        return None
+    if spec.dtype != tf.bool or spec.shape.rank != 2:
+        return f"its frame mask {name!r} must be bool [B, T]; received {received}"
+    if modality_spec.shape.rank < 2:
+        return f"its frame mask {name!r} needs a sequence input [B, T, ...]"
+    steps, frames = modality_spec.shape[1], spec.shape[1]
+    if steps is not None and frames is not None and steps != frames:
+        return (
+            f"its frame mask {name!r} has {frames} frames, the input {steps}; "
+            f"they must agree (received {received})"
+        )
+    return None
+
+
+def embedding_inputs(model, what):
+    """`(modality input name, {name: TensorSpec})` of an embedding model, checked.
+
+    An embedding model has one modality input, optionally with its padding inputs
+    (`<input>_length`, integer `[B]`; `<input>_frame_mask`, bool `[B, T]`), and one
+    output, the embedding.
+
+    Args:
+        model: a functional or Sequential `keras.Model`.
+        what: str. The argument's name, for error messages.
+
+    Returns:
+        `(name, specs)`: the modality input's name and the specs of every input, in the
+        model's input order.
+
+    Raises:
+        ValueError: several modality inputs, a padding input of the wrong dtype or
+            shape, or several outputs.
+    """
     specs = input_specs(model, what)
-    if len(specs) != 1:
+    modalities = modality_inputs(specs)
+    problems = []
+    if len(modalities) == 1:
+        for name, spec in specs.items():
+            of = padding_input_of(name, specs)
+            if of is not None:
+                problem = _padding_problem(name, spec, of[1], specs[of[0]])
+                if problem is not None:
+                    problems.append(problem)
+    if len(modalities) != 1 or problems:
+        shapes = ", ".join(f"{n} ({s.dtype.name}, {s.shape})" for n, s in specs.items())
+        detail = "; ".join(problems) if problems else f"modality inputs {modalities}"
         raise ValueError(
-            f"Expected `{what}` to be a keras.Model with one input. Received: "
-            f"{model.name} with {len(specs)} inputs {list(specs)}"
+            f"Expected `{what}` to be a keras.Model with {_PADDING_RULE}. Received: "
+            f"{model.name} with {len(specs)} inputs {list(specs)} [{shapes}]: {detail}"
         )
     outputs = model.output if isinstance(model.output, dict) else model.outputs
     if len(outputs) != 1:
@@ -146,29 +233,49 @@ def embedding_input(model, what):
             f"Expected `{what}` to have one output, the embedding. Received: {model.name} "
             f"with {len(outputs)} outputs"
         )
-    return next(iter(specs.items()))
+    return modalities[0], specs
+
+
+def embedding_input(model, what):
+    """`(name, TensorSpec)` of an embedding model's modality input (see `embedding_inputs`)."""
+    name, specs = embedding_inputs(model, what)
+    return name, specs[name]
+
+
+def _call_single_output(model, kind, names, inputs):
+    if kind == "dict":
+        feed = {name: inputs[name] for name in names}
+    elif kind == "list":
+        feed = [inputs[name] for name in names]
+    else:
+        feed = inputs[names[0]]
+    output = model(feed, training=False)
+    if isinstance(output, dict):
+        (output,) = output.values()
+    elif isinstance(output, (list, tuple)):
+        (output,) = output
+    return output
 
 
 def embedding_function(model, what):
-    """A `tf.function` mapping `{input name: x}` to `{"embedding": model(x)}`.
+    """A `tf.function` mapping the model's named inputs to `{"embedding": output}`.
 
     Args:
-        model: a `keras.Model` with one named input and one output.
+        model: a `keras.Model` with one named modality input, optionally its padding
+            inputs (`<input>_length`, `<input>_frame_mask`; see `embedding_inputs`), and
+            one output.
         what: str. The argument's name, for error messages.
 
     Returns:
-        The `tf.function`, with an input signature keyed by the model's input name.
+        The `tf.function`, with an input signature keyed by the model's input names.
     """
-    name, spec = embedding_input(model, what)
+    _, specs = embedding_inputs(model, what)
+    kind, _ = _input_structure(model, what)
+    names = list(specs)
 
-    @tf.function(input_signature=[{name: spec}])
+    @tf.function(input_signature=[specs])
     def embed(inputs):
-        output = model(inputs[name], training=False)
-        if isinstance(output, dict):
-            (output,) = output.values()
-        elif isinstance(output, (list, tuple)):
-            (output,) = output
-        return {"embedding": output}
+        return {"embedding": _call_single_output(model, kind, names, inputs)}
 
     return embed
 

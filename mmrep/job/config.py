@@ -179,14 +179,18 @@ def _text_table(checker, root):
         "vocabulary_size": ("int", 5000),
     }
     for key, (kind, default) in scratch.items():
-        if weights is not None and key in checker.table:
-            checker.fail(
-                checker.where(key),
-                f"no `{key}` with `weights` (the checkpoint sets it)",
-                checker.table[key],
-            )
+        if weights is not None:
+            if key in checker.table:
+                checker.fail(
+                    checker.where(key),
+                    f"no `{key}` with `weights` (the checkpoint sets it)",
+                    checker.table[key],
+                )
+            checker.read.add(key)
+            table[key] = None
+            continue
         table[key] = checker.get(key, kind, default, minimum=1)
-    if table["hidden_size"] % table["heads"]:
+    if weights is None and table["hidden_size"] % table["heads"]:
         checker.fail(
             checker.where("heads"),
             f"a divisor of hidden_size={table['hidden_size']}",

@@ -27,6 +27,8 @@ References:
 import keras
 from keras import ops
 
+from mmrep.job.graph_layers import LengthFloor
+
 
 @keras.saving.register_keras_serializable(package="mmrep")
 class PaddingMask(keras.layers.Layer):
@@ -203,6 +205,7 @@ def _audio_layers(name, table, vector_dim):
     if not table["trainable"]:
         encoder.trainable = False
     return {
+        f"{name}_length_floor": LengthFloor(name=f"{name}_length_floor"),
         f"{name}_encoder": encoder,
         f"{name}_vector": keras.layers.Dense(vector_dim, activation="relu", name=f"{name}_vector"),
     }
@@ -348,6 +351,7 @@ def encode(layers, name, kind, inputs):
         pooled = layers[f"{name}_encoder"]({"token_ids": ids, "padding_mask": mask})
         return layers[f"{name}_vector"](pooled)
     if kind == "audio":
-        pooled = layers[f"{name}_encoder"](inputs[name], lengths=inputs[f"{name}_length"])
+        lengths = layers[f"{name}_length_floor"](inputs[f"{name}_length"])
+        pooled = layers[f"{name}_encoder"](inputs[name], lengths=lengths)
         return layers[f"{name}_vector"](pooled)
     return layers[f"{name}_encoder"](inputs[name], frame_mask=inputs[f"{name}_frame_mask"])

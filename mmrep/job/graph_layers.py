@@ -174,3 +174,41 @@ class PresentMean(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "modalities": self.modalities}
+
+
+@keras.saving.register_keras_serializable(package="mmrep")
+class LengthFloor(keras.layers.Layer):
+    """`maximum(lengths, minimum)`: an absent clip's length 0 made a length the encoder takes.
+
+    A row without audio carries a zero-length placeholder (`from_manifest`), which
+    `VGGish` refuses; the fusion never reads that row's audio vector (its presence is 0),
+    so any valid length will do.
+
+    Args:
+        minimum: int. The smallest length. Defaults to `1`.
+        **kwargs: Base layer keyword arguments, such as `name`.
+
+    Call arguments:
+        lengths: integer tensor `[B]`.
+
+    Returns:
+        The lengths, at least `minimum`, same dtype.
+    """
+
+    def __init__(self, minimum=1, **kwargs):
+        super().__init__(**kwargs)
+        if not is_int(minimum, 1):
+            raise ValueError(f"Expected `minimum` to be an int >= 1. Received: {minimum!r}")
+        self.minimum = int(minimum)
+
+    def call(self, lengths):
+        return ops.maximum(lengths, ops.cast(self.minimum, lengths.dtype))
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def compute_output_spec(self, lengths):
+        return keras.KerasTensor(lengths.shape, dtype=lengths.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "minimum": self.minimum}

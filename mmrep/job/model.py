@@ -213,7 +213,9 @@ def vector_models(layers, config):
     raw = model_inputs(config["modalities"], serving=True)
     encoders = keras.Model(raw, _vectors(layers, config, raw), name="encoders")
     width = config["fusion"]["vector_dim"]
-    inputs = {f"{m}_vector": keras.Input((width,), name=f"{m}_vector") for m in config["modalities"]}
+    inputs = {
+        f"{m}_vector": keras.Input((width,), name=f"{m}_vector") for m in config["modalities"]
+    }
     presence = keras.Input((len(inputs),), dtype="float32", name="presence")
     vectors = {m: inputs[f"{m}_vector"] for m in config["modalities"]}
     outputs = wire(layers, config, vectors, presence)

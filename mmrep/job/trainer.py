@@ -73,13 +73,17 @@ class JobTrainer(keras.Model):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         # The compiled loss scores the probabilities only; the other outputs have none.
         # A network without a classifier (retrieval) has the layers' losses alone.
-        loss = super().compute_loss(
-            x=x,
-            y=y if "probabilities" in y_pred else None,
-            y_pred=y_pred.get("probabilities"),
-            sample_weight=sample_weight,
-            training=training,
-        )
+        if "probabilities" in y_pred:
+            loss = super().compute_loss(
+                x=x,
+                y=y,
+                y_pred=y_pred["probabilities"],
+                sample_weight=sample_weight,
+                training=training,
+            )
+        else:
+            layer_losses = [ops.cast(value, "float32") for value in self.losses]
+            loss = ops.sum(ops.stack(layer_losses)) if layer_losses else ops.zeros(())
         if self.pair_losses:
             pairs = sum(pair_loss(None, y_pred) for pair_loss in self.pair_losses)
             loss = loss + self.contrastive_weight * pairs / len(self.pair_losses)

@@ -159,7 +159,7 @@ def test_bad_models_get_clear_errors(tmp_path):
         export_saved_model(Subclassed(), base)
     a, b = keras.Input((3,), name="a"), keras.Input((3,), name="b")
     two_inputs = keras.Model([a, b], keras.layers.Add()([a, b]))
-    with pytest.raises(ValueError, match=r"embeddings\['pair'\].*one input.*\['a', 'b'\]"):
+    with pytest.raises(ValueError, match=r"embeddings\['pair'\].*one modality input.*\['a', 'b'\]"):
         export_saved_model(tiny_model(), base, embeddings={"pair": two_inputs})
     with pytest.raises(ValueError, match="letters, digits and underscores"):
         export_saved_model(tiny_model(), base, embeddings={"my image": tiny_model()})

@@ -16,9 +16,9 @@ class BertEncoder(keras.layers.Layer):
 
     Embeddings (word + position + token type, LayerNorm), `num_layers` post-LN transformer
     blocks whose attention ignores padding, and the pooler (a tanh dense layer on the
-    first token, `[CLS]`). Written with `keras.ops`; weights load from a local Hugging Face
-    checkpoint folder with `BertEncoder.from_pretrained(directory)` and give the numbers
-    of `transformers`' `BertModel`.
+    first token, `[CLS]`). Written with `keras.ops`; weights load from a Hugging Face
+    checkpoint (a local folder or an id) with `BertEncoder.from_pretrained(directory)` and
+    give the numbers of `transformers`' `BertModel`.
 
     With `pooling=None` the output is the dict `{"sequence_output": [B, T, H],
     "pooled_output": [B, H]}`. With a pooling the output is one `[B, H]` sentence vector:
@@ -265,16 +265,20 @@ class BertEncoder(keras.layers.Layer):
 
     @classmethod
     def from_pretrained(cls, directory, *, allow_pickle=False, strict=True, **kwargs):
-        """Builds the encoder from a local Hugging Face BERT checkpoint folder.
+        """Builds the encoder from a Hugging Face BERT checkpoint: a folder or an id.
 
         Reads `config.json` and `model.safetensors` (or a sharded
         `model.safetensors.index.json`); see `mmrep.encoders.text.bert_checkpoint` for the
-        accepted layouts and the errors.
+        accepted layouts and the errors. A Hugging Face id is resolved in the Hugging Face
+        cache, downloading into it when online; see
+        `mmrep.encoders.text.hf_hub.resolve_checkpoint`.
 
         Args:
-            directory: str or path. The checkpoint folder; nothing is downloaded.
+            directory: str or path. A local checkpoint folder or a Hugging Face id (such as
+                `"sentence-transformers/all-MiniLM-L6-v2"`, optionally `"<id>@<revision>"`).
             allow_pickle: bool. Also accept `pytorch_model.bin`, a pickle that can run code
-                when loaded (needs PyTorch). Defaults to `False`.
+                when loaded (needs PyTorch); for an id, also download it. Defaults to
+                `False`.
             strict: bool. Whether missing or unexpected encoder weights are errors. With
                 `False` they are logged and missing ones keep their random initial values.
                 Defaults to `True`.
@@ -284,9 +288,17 @@ class BertEncoder(keras.layers.Layer):
 
         Returns:
             A built `BertEncoder` holding the checkpoint's weights.
+
+        Raises:
+            FileNotFoundError: neither a folder nor a Hugging Face id that is cached or
+                downloadable; the message names the cache searched and how to fill it.
+            OSError: a download from the Hub that started and failed.
+            CheckpointError: see `mmrep.encoders.text.bert_checkpoint`.
         """
         from mmrep.encoders.text.bert_checkpoint import load_bert_checkpoint
+        from mmrep.encoders.text.hf_hub import resolve_checkpoint
 
+        directory = resolve_checkpoint(directory, allow_pickle=allow_pickle)
         return load_bert_checkpoint(
             cls, directory, allow_pickle=allow_pickle, strict=strict, **kwargs
         )

@@ -1,4 +1,4 @@
-"""The Hugging Face tokenizer of a local checkpoint folder, giving BERT's input dict."""
+"""The Hugging Face tokenizer of a checkpoint (a folder or an id), giving BERT's input dict."""
 
 import json
 import os
@@ -15,7 +15,7 @@ _UNKNOWN_LENGTH = 10**12  # transformers' model_max_length when the folder does 
 
 
 class TextTokenizer:
-    """Tokenizes text with the fast Hugging Face tokenizer of a local checkpoint folder.
+    """Tokenizes text with the fast Hugging Face tokenizer of a checkpoint folder or id.
 
     A plain Python object (not a layer) for data pipelines: a batch of strings, or of
     string pairs, becomes the int32 arrays `{"token_ids", "padding_mask",
@@ -23,7 +23,9 @@ class TextTokenizer:
     Hugging Face's `input_ids`, `attention_mask` and `token_type_ids` with
     `padding="max_length"` and `truncation="longest_first"`. Truncation is reported:
     each call that cuts an input warns (or raises) with the inputs' indices and
-    untruncated lengths. Nothing is downloaded: the folder is read with
+    untruncated lengths. A Hugging Face id is first resolved to a folder in the Hugging
+    Face cache (`mmrep.encoders.text.hf_hub.resolve_checkpoint`: the tokenizer files and
+    `config.json`, downloaded when online and missing); the folder is read with
     `transformers.AutoTokenizer.from_pretrained(directory, local_files_only=True)`, so
     its own settings (`do_lower_case` in `tokenizer_config.json`, added tokens) apply.
 
@@ -37,7 +39,7 @@ class TextTokenizer:
 
     Attributes:
         hf_tokenizer: the underlying `transformers` tokenizer.
-        directory: str. The checkpoint folder.
+        directory: str. The checkpoint folder (for an id, its snapshot in the cache).
         sequence_length: int. The default output length.
         max_position_embeddings: int or `None`. The longest sequence the checkpoint
             takes (`config.json`, else `model_max_length`; `None` if neither says).
@@ -73,12 +75,13 @@ class TextTokenizer:
 
     @classmethod
     def from_pretrained(cls, directory, sequence_length=128, on_truncation="warn"):
-        """Loads the tokenizer of a local Hugging Face checkpoint folder.
+        """Loads the tokenizer of a Hugging Face checkpoint: a local folder or an id.
 
         Args:
-            directory: str or path. A folder with `tokenizer.json`, or `vocab.txt`
-                with `tokenizer_config.json` or `config.json` (BERT checkpoints hold
-                these and `special_tokens_map.json`).
+            directory: str or path. A local checkpoint folder or a Hugging Face id (such
+                as `"bert-base-uncased"`, optionally `"<id>@<revision>"`) whose files
+                include `tokenizer.json`, or `vocab.txt` with `tokenizer_config.json` or
+                `config.json` (BERT checkpoints hold these and `special_tokens_map.json`).
             sequence_length: int. The default output length, special tokens
                 included; at most `max_position_embeddings` (from the folder's
                 `config.json`, else the tokenizer's `model_max_length`).
@@ -88,10 +91,21 @@ class TextTokenizer:
 
         Returns:
             A `TextTokenizer`.
+
+        Raises:
+            FileNotFoundError: neither a folder nor a Hugging Face id that is cached or
+                downloadable (the message names the cache searched and how to fill it),
+                or a folder without tokenizer files.
+            OSError: a download from the Hub that started and failed.
+            NotADirectoryError: a file.
+            ValueError: a tokenizer transformers cannot load, a slow one, or one without a
+                padding token.
         """
         from transformers import AutoTokenizer
 
-        directory = os.fspath(directory)
+        from mmrep.encoders.text.hf_hub import resolve_checkpoint
+
+        directory = resolve_checkpoint(directory, include_weights=False)
         if not os.path.exists(directory):
             raise FileNotFoundError(
                 f"Expected `directory` to be a checkpoint folder. No such path: {directory!r}"
