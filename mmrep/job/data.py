@@ -63,9 +63,12 @@ def _absolute_rows(rows, root, kinds):
 
 
 def _write_jsonl(path, rows):
-    with open(path, "w", encoding="utf-8") as f:
+    """Writes rows as JSON Lines atomically (a temporary file, then a rename)."""
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(temporary, path)
     return path
 
 

@@ -33,7 +33,7 @@ def evaluated_split(data):
     return "test" if data.has("test") else "validation"
 
 
-def encode_split(layers, config, dataset, batch_size=64, keep_media=256):
+def encode_split(layers, config, dataset, batch_size=64, keep_media=256, progress=None):
     """Runs the encoders over a split once.
 
     Args:
@@ -42,6 +42,7 @@ def encode_split(layers, config, dataset, batch_size=64, keep_media=256):
         dataset: unbatched examples (`RunData.examples`).
         batch_size: int. Defaults to `64`.
         keep_media: int. Keep the first images and captions of this many rows (plots).
+        progress: str or `None`. Show a progress bar (rows encoded) with this title.
 
     Returns:
         dict: `"vectors"` `{modality: float32 [N, vector_dim]}`, `"presence"` `[N, M]`,
@@ -60,6 +61,12 @@ def encode_split(layers, config, dataset, batch_size=64, keep_media=256):
     vectors = {m: [] for m in kinds}
     presence, labels, media = [], [], {m: [] for m in shown}
     count = 0
+    bar = None
+    if progress is not None:
+        import keras
+
+        print(progress)
+        bar = keras.utils.Progbar(None, unit_name="row")
     for batch in dataset.batch(batch_size):
         out = run({n: batch[n] for n in names})
         for m in kinds:
@@ -71,6 +78,10 @@ def encode_split(layers, config, dataset, batch_size=64, keep_media=256):
             for m in shown:
                 media[m].append(batch[m].numpy())
         count += len(presence[-1])
+        if bar is not None:
+            bar.update(count)
+    if bar is not None:
+        bar.update(count, finalize=True)
     if not presence:
         raise ValueError("the split has no rows to evaluate")
     return {
@@ -304,7 +315,8 @@ def evaluate(run_model, data, *, limit=None, folder=None, history=None, verbose=
         limit: int or `None`. Rows per split (tests).
         folder: str or `None`. Where `metrics.json` and the plots go.
         history: dict or `None`. Keras' history, for the training curves.
-        verbose: bool. Print the table. Defaults to `True`.
+        verbose: bool. Show progress while encoding and print the table. Defaults to
+            `True`.
 
     Returns:
         dict. The metrics.
@@ -315,15 +327,16 @@ def evaluate(run_model, data, *, limit=None, folder=None, history=None, verbose=
     config, layers = run_model.config, run_model.layers
     split = evaluated_split(data)
     batch = config["train"]["batch_size"]
-    encoded = encode_split(layers, config, data.examples(split, limit=limit), batch)
-    train_encoded = None
-    if encoded["labels"] is not None:
-        train_encoded = encode_split(layers, config, data.examples("train", limit=limit), batch)
+
+    def encoded_split(name):
+        title = f"Encoding the {name} split" if verbose else None
+        return encode_split(layers, config, data.examples(name, limit=limit), batch, progress=title)
+
+    encoded = encoded_split(split)
+    train_encoded = encoded_split("train") if encoded["labels"] is not None else None
     validation_encoded = None
     if split == "test" and data.has("validation") and encoded["labels"] is not None:
-        validation_encoded = encode_split(
-            layers, config, data.examples("validation", limit=limit), batch
-        )
+        validation_encoded = encoded_split("validation")
     metrics, results = compute_metrics(layers, config, encoded, train_encoded, validation_encoded)
     metrics = {
         "split": split,

@@ -119,19 +119,24 @@ def train_run(config, *, runs_dir="runs", verbose="auto"):
         with open(os.path.join(temporary, CONFIG_TOML), "w", encoding="utf-8") as f:
             f.write(config_to_toml(config))
         rf.write_json(temporary, rf.HISTORY_FILE, history)
-        metrics = evaluate(
-            run_model, data, limit=train["limit"], folder=temporary, history=history, verbose=False
-        )
+        evaluate(run_model, data, limit=train["limit"], folder=temporary, history=history)
         run = {
             "name": name,
             "classes": data.classes,
-            "manifests": data.manifests,
             "strategy": type(strategy).__name__,
             "replicas": int(strategy.num_replicas_in_sync),
             "versions": _versions(),
             "training_seconds": round(seconds, 1),
             # Data, model building, saving, evaluation and plots (not the export).
             "other_seconds": round(time.perf_counter() - total_start - seconds, 1),
+        }
+        # The stratified split's manifests are in the run folder once it is in place.
+        final = os.path.join(runs_dir, name)
+        run["manifests"] = {
+            split: os.path.join(final, os.path.relpath(path, temporary))
+            if os.path.dirname(path) == temporary
+            else path
+            for split, path in data.manifests.items()
         }
         rf.write_json(temporary, RUN_FILE, run)
         folder = rf.commit_run_folder(temporary, runs_dir, name)
@@ -142,9 +147,6 @@ def train_run(config, *, runs_dir="runs", verbose="auto"):
         raise
     finally:
         keras.config.set_dtype_policy(previous_policy)
-    from mmrep.job.metrics import format_table
-
-    print(format_table(metrics))
     print(f"Run folder: {folder} (training {seconds:.0f} s)")
     if config["export"]["enabled"]:
         from mmrep.export import export_saved_model

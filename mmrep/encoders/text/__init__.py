@@ -1,4 +1,5 @@
-"""Text encoders: BERT from local Hugging Face checkpoints, and its tokenizers."""
+"""Text encoders: BERT from Hugging Face checkpoints (a folder, or an id through the Hugging
+Face cache), and its tokenizers."""
 
 from mmrep.encoders.text.bert import BertEncoder
 from mmrep.encoders.text.bert_layers import BertEmbedding, BertTransformerBlock
