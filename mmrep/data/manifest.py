@@ -35,6 +35,7 @@ class ManifestError(ValueError):
 
 def read_rows(path):
     """The rows of a CSV (with a header) or JSON Lines manifest, as a list of dicts."""
+    path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"manifest not found: {path}")
     if path.lower().endswith((".jsonl", ".ndjson", ".json")):
@@ -298,7 +299,7 @@ def from_manifest(
     """A `tf.data.Dataset` of decoded examples from a CSV or JSON Lines manifest.
 
     Args:
-        path: str. The manifest (`.csv`, or `.jsonl` / `.ndjson` / `.json` with one object
+        path: str or path. The manifest (`.csv`, or `.jsonl` / `.ndjson` / `.json` with one object
             per line). Relative file paths in it are relative to its folder.
         modalities: `None`, a list of columns, or a dict `{column: kind}` with kinds among
             `("image", "text", "audio", "video")`. `None` takes the columns named like a kind.
@@ -355,6 +356,7 @@ def from_manifest(
         raise ValueError(
             f"Expected `on_error` to be 'raise' or 'skip'. Received: on_error={on_error!r}"
         )
+    path = os.fspath(path)
     sampling = _check_sampling(video_sampling, video_fps, video_frames)
     rows = read_rows(path)
     if not rows:

@@ -329,3 +329,32 @@ def test_video_sampling_arguments_are_checked(files, kwargs, message):
     path = write_csv(files / "m.csv", [{"video": "a.mp4"}], ["video"])
     with pytest.raises(ValueError, match=message):
         from_manifest(path, **kwargs)
+
+
+def test_audio_is_decoded_only_as_far_as_it_is_kept(tmp_path, monkeypatch):
+    """A long recording is read up to `audio_seconds`, not whole and then cropped."""
+    import mmrep.data.manifest as manifest
+
+    rate, seconds = 16000, 30
+    wave = (0.1 * np.sin(np.arange(rate * seconds) / 7.0)).astype("float32")
+    soundfile.write(tmp_path / "long.flac", wave, rate)
+    (tmp_path / "m.csv").write_text("audio,text\nlong.flac,a long one\n")
+    calls = []
+    real = manifest.load_audio
+
+    def spy(path, sample_rate, **kwargs):
+        out = real(path, sample_rate, **kwargs)
+        calls.append((kwargs.get("max_seconds"), len(out)))
+        return out
+
+    monkeypatch.setattr(manifest, "load_audio", spy)
+    (example,) = from_manifest(tmp_path / "m.csv", audio_seconds=1.5)
+    assert calls == [(1.5, 24000)]
+    np.testing.assert_allclose(example["audio"].numpy(), wave[:24000], atol=1e-4)
+    assert int(example["audio_length"]) == 24000
+
+
+def test_a_csv_with_a_byte_order_mark_reads(tmp_path):
+    (tmp_path / "m.csv").write_bytes("\ufefftext,label\nhello,1\n".encode())
+    (example,) = from_manifest(tmp_path / "m.csv")
+    assert example["text"].numpy() == b"hello" and int(example["label"]) == 1
