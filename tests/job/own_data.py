@@ -34,6 +34,7 @@ import fractions
 import importlib.util
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import av
@@ -383,3 +384,25 @@ def _write_jsonl(path, rows):
                 record[key] = value
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
     return path
+
+
+def _main(argv):
+    """`python -m tests.job.own_data FOLDER`: the README's example data and its config."""
+    import re
+
+    if len(argv) != 1:
+        print("usage: python -m tests.job.own_data FOLDER", file=sys.stderr)
+        return 2
+    facts = write_own_data(argv[0])
+    readme = Path(__file__).resolve().parents[2] / "README.md"
+    block = re.search(
+        r"<!-- own-data-config -->\n```toml\n(.*?)```", readme.read_text(encoding="utf-8"), re.S
+    )
+    config = Path(facts["root"]) / "photos.toml"
+    config.write_text(block.group(1), encoding="utf-8")
+    print(f"Wrote {facts['data']} and {config}: mmrep train --config {config}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))
