@@ -33,9 +33,9 @@ def test_the_order_is_defined_once():
         "zeta",
     ]
     from mmrep.data.manifest import KINDS
-    from mmrep.job.data import MODALITIES
+    from mmrep.job import builtin_config
 
-    assert KINDS == MODALITIES == mmrep.MODALITY_ORDER
+    assert KINDS == tuple(builtin_config()["modalities"]) == mmrep.MODALITY_ORDER
 
 
 def test_text_image_manifest_through_concat_fusion_zeroes_the_text_columns(tmp_path):

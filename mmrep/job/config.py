@@ -12,7 +12,11 @@ config holds them absolute, so a copy of it anywhere describes the same run.
 
 The schema (see the README's "Train on your own data"):
 
-- top level: `name`, `task` (`"classification"`, `"retrieval"` or `"both"`), `seed`;
+- top level: `name`, `task`, `seed`. `task = "classification"` trains a classifier on the
+  fused embedding (and, with the `coordinated` fusion, the CLIP loss between every pair of
+  modalities that coordinates their embeddings); `"retrieval"` trains that pair loss alone
+  (no labels needed; `coordinated` only); `"both"` is classification that insists on
+  `coordinated`;
 - `[data]`: `train`, `validation`, `test` (manifests), `label`, `ignore`,
   `validation_fraction`, or `builtin = "mmdigits"`;
 - `[modalities.<name>]`: one table per modality, two or more; the modality's kind is
@@ -449,7 +453,7 @@ def builtin_config(data="mmdigits"):
         raise ConfigError(f"no built-in config {data!r}; there is {', '.join(BUILTIN_DATA)}")
     mapping = {
         "name": "mmdigits_coordinated",
-        "task": "both",
+        "task": "classification",
         "data": {"builtin": "mmdigits"},
         "modalities": {
             "image": {

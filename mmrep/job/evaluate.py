@@ -23,10 +23,9 @@ def load_run(run, runs_dir="runs"):
     from mmrep.job import run_folder as rf
     from mmrep.job.config import ConfigError, load_config
     from mmrep.job.model import RunModel
-    from mmrep.job.train import CONFIG_TOML, RUN_FILE
 
     folder = rf.resolve_run(run, runs_dir)
-    config_path = os.path.join(folder, CONFIG_TOML)
+    config_path = os.path.join(folder, rf.CONFIG_FILE)
     if not os.path.isfile(config_path):
         raise rf.RunNotFoundError(
             f"{config_path!r} is missing: the folder is not a run of this mmrep version "
@@ -36,7 +35,7 @@ def load_run(run, runs_dir="runs"):
         config = load_config(config_path)
     except ConfigError as error:
         raise rf.RunError(f"the run's config does not check: {error}") from None
-    run_info = rf.read_json(folder, RUN_FILE, required=False) or {}
+    run_info = rf.read_json(folder, rf.RUN_FILE, required=False) or {}
     path = os.path.join(folder, rf.MODEL_FILE)
     try:
         serving = keras.models.load_model(path)

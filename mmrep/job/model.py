@@ -95,7 +95,8 @@ def has_classifier(config):
 
 
 def has_pair_loss(config):
-    return config["task"] in ("retrieval", "both")
+    """Coordinated embeddings are always trained with their pair losses."""
+    return config["fusion"]["kind"] == "coordinated"
 
 
 def _needed_layers(config):
@@ -234,8 +235,8 @@ def build_run_model(config, *, classes=None, captions=None):
     replaced by a learned vector, concatenated, then a dense layer; `"autoencoder"`: the
     code of a `MultimodalAutoencoder` (its reconstruction loss is added in training);
     `"coordinated"`: a `CoordinatedEmbedding` per modality, fused by the mean over present
-    modalities (with `task` "retrieval" or "both", `JobTrainer` adds a CLIP loss for every
-    pair of modalities). Head `"vae"`: a `VAEHead` on the fused embedding (KL added in
+    modalities, with a CLIP loss for every pair of modalities (added by `JobTrainer`, for
+    every task). Head `"vae"`: a `VAEHead` on the fused embedding (KL added in
     training; the classifier reads the sampled latent, the embedding is the latent mean:
     the variational information bottleneck of Alemi et al., ICLR 2017); `"fisher"`: a
     learned `FisherVector` over the set of per-modality descriptors masked by the

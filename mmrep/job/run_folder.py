@@ -1,7 +1,7 @@
 """Run folders `runs/<name>/`: finding them, reading their files, writing them atomically.
 
-A run folder holds `model.keras` (the serving model), `config.json`, `history.json`,
-`metrics.json` and PNG plots. `train_run` writes it into a temporary folder beside the
+A run folder holds `model.keras` (the serving model), `config.toml` (the run config),
+`run.json` (classes, timings, versions), `history.json`, `metrics.json` and PNG plots. `train_run` writes it into a temporary folder beside the
 final one and renames it into place, so a run folder is never half written; an existing
 folder of the same name is replaced (and a line says so).
 """
@@ -12,7 +12,8 @@ import shutil
 import tempfile
 
 MODEL_FILE = "model.keras"
-CONFIG_FILE = "config.json"
+CONFIG_FILE = "config.toml"
+RUN_FILE = "run.json"
 HISTORY_FILE = "history.json"
 METRICS_FILE = "metrics.json"
 

@@ -3,9 +3,6 @@
 import os
 import time
 
-CONFIG_TOML = "config.toml"
-RUN_FILE = "run.json"
-
 
 def _versions():
     import keras
@@ -116,7 +113,7 @@ def train_run(config, *, runs_dir="runs", verbose="auto"):
         )
         history, seconds = _fit(run_model, data, strategy, verbose)
         run_model.serving.save(os.path.join(temporary, rf.MODEL_FILE))
-        with open(os.path.join(temporary, CONFIG_TOML), "w", encoding="utf-8") as f:
+        with open(os.path.join(temporary, rf.CONFIG_FILE), "w", encoding="utf-8") as f:
             f.write(config_to_toml(config))
         rf.write_json(temporary, rf.HISTORY_FILE, history)
         evaluate(run_model, data, limit=train["limit"], folder=temporary, history=history)
@@ -138,7 +135,7 @@ def train_run(config, *, runs_dir="runs", verbose="auto"):
             else path
             for split, path in data.manifests.items()
         }
-        rf.write_json(temporary, RUN_FILE, run)
+        rf.write_json(temporary, rf.RUN_FILE, run)
         folder = rf.commit_run_folder(temporary, runs_dir, name)
     except BaseException:
         import shutil

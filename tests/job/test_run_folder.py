@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from mmrep.job import DEFAULT_FUSION, FUSIONS, HEADS, default_run_name
+from mmrep.job import DEFAULT_FUSION, FUSIONS, HEADS, ConfigError, builtin_config, with_overrides
 from mmrep.job import run_folder as rf
 
 
@@ -12,16 +12,18 @@ def test_names_and_choices():
     assert FUSIONS == ("concat", "bilinear", "autoencoder", "coordinated")
     assert HEADS == ("vae", "fisher")
     assert DEFAULT_FUSION in FUSIONS
-    assert default_run_name("bilinear") == "mmdigits_bilinear"
-    assert default_run_name("concat", "vae") == "mmdigits_concat_vae"
-    with pytest.raises(ValueError, match=r"`head`.*'vae', 'fisher' or None.*head='pca'"):
-        default_run_name("concat", "pca")
+    assert builtin_config()["name"] == f"mmdigits_{DEFAULT_FUSION}"
+    assert with_overrides(builtin_config(), fusion="bilinear")["name"] == "mmdigits_bilinear"
+    named = with_overrides(builtin_config(), fusion="concat", head="vae")
+    assert named["name"] == "mmdigits_concat_vae"
+    with pytest.raises(ConfigError, match=r"`head.kind`.*'none', 'vae', 'fisher'.*'pca'"):
+        with_overrides(builtin_config(), head="pca")
 
 
 def test_a_run_folder_is_written_aside_and_replaces_the_old_one(tmp_path, capsys):
     runs = str(tmp_path / "runs")
     first = rf.new_run_folder(runs, "r")
-    rf.write_json(first, rf.CONFIG_FILE, {"n": 1})
+    rf.write_json(first, rf.RUN_FILE, {"n": 1})
     assert os.path.basename(first).startswith(".r.tmp-")
     umask = os.umask(0)
     os.umask(umask)
@@ -29,10 +31,10 @@ def test_a_run_folder_is_written_aside_and_replaces_the_old_one(tmp_path, capsys
     folder = rf.commit_run_folder(first, runs, "r")
     assert folder == os.path.join(runs, "r") and capsys.readouterr().out == ""
     second = rf.new_run_folder(runs, "r")
-    rf.write_json(second, rf.CONFIG_FILE, {"n": 2})
+    rf.write_json(second, rf.RUN_FILE, {"n": 2})
     rf.commit_run_folder(second, runs, "r")
     assert f"Replacing the existing run folder {folder}" in capsys.readouterr().out
-    assert rf.read_json(folder, rf.CONFIG_FILE) == {"n": 2}
+    assert rf.read_json(folder, rf.RUN_FILE) == {"n": 2}
     assert os.listdir(runs) == ["r"]
     for bad in ("", "..", "a/b"):
         with pytest.raises(ValueError, match="folder name"):

@@ -20,7 +20,7 @@ TINY_TABLES = {
 }
 
 
-def tiny_config(fusion="coordinated", head="none", *, task="both", **train):
+def tiny_config(fusion="coordinated", head="none", *, task="classification", **train):
     """The built-in config with tiny encoders (`vector_dim` and fusion `dim` 16)."""
     mapping = _as_mapping(builtin_config())
     for name, table in TINY_TABLES.items():
