@@ -30,6 +30,7 @@ The schema (see the README's "Train on your own data"):
 import copy
 import math
 import os
+import re
 
 import tomllib
 
@@ -112,7 +113,7 @@ class _Checker:
     def done(self, allowed_extra=()):
         unknown = sorted(set(self.table) - self.read - set(allowed_extra))
         if unknown:
-            known = ", ".join(sorted(self.read)) or "none"
+            known = ", ".join(sorted(self.read | set(allowed_extra))) or "none"
             raise ConfigError(
                 f"{self.source}: unknown key `{self.where(unknown[0])}` (this table takes: {known})"
             )
@@ -253,7 +254,7 @@ def _video_table(checker, root, modalities):
             checker.fail(
                 checker.where("frame"), "no [frame] table with frame_encoder = 'image'", "a table"
             )
-        if "image" not in modalities:
+        if "image" not in modalities.values():
             checker.fail(
                 checker.where("frame_encoder"),
                 "'own' (there is no image modality to share)",
@@ -305,6 +306,14 @@ def _modality_tables(checker, root):
         )
     kinds = {}
     for name in names:
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name):
+            checker.fail(
+                checker.where(name),
+                "a modality name of ASCII letters, digits and underscores, starting with a "
+                "letter (it names manifest columns, model inputs and `embed_<name>` "
+                "signatures)",
+                name,
+            )
         table = checker.table[name]
         if not isinstance(table, dict):
             checker.fail(checker.where(name), "a table", table)
@@ -576,6 +585,18 @@ def recheck(config, source="the run config"):
     return check_config(_as_mapping(config), source=source)
 
 
+def _escape(character):
+    if character.isprintable():
+        return character
+    code = ord(character)
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+
+def _toml_key(key):
+    """A bare TOML key when it can be one, else a quoted one."""
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_value(key)
+
+
 def _toml_value(value):
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -583,7 +604,7 @@ def _toml_value(value):
         return repr(value)
     if isinstance(value, str):
         escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-        escaped = "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in escaped)
+        escaped = "".join(_escape(c) for c in escaped)
         return f'"{escaped}"'
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
@@ -607,10 +628,10 @@ def config_to_toml(config):
         if path and scalars:
             lines.append(f"\n[{path}]")
         for key, value in scalars.items():
-            lines.append(f"{key} = {_toml_value(value)}")
+            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
         for key, value in values.items():
             if isinstance(value, dict):
-                table(f"{path}.{key}" if path else key, value)
+                table(f"{path}.{_toml_key(key)}" if path else _toml_key(key), value)
 
     table("", mapping)
     return "\n".join(lines).lstrip("\n") + "\n"
