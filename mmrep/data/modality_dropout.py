@@ -17,7 +17,8 @@ def with_modality_dropout(dataset, modalities, seed, rate=0.5, rerandomize=True)
     them keeps one (the example's seed modulo `M`), since an example with no modality
     teaches nothing. An example that already has a `"presence"` (a manifest row with
     empty cells, see `from_manifest`) keeps its missing modalities missing, and when the
-    draws would drop every modality it has, keeps one of those at random.
+    draws would drop every modality it has, keeps one of those (the example's seed modulo
+    their number, so a complete example is treated as one without a presence).
 
     Args:
         dataset: `tf.data.Dataset` of example dicts.
@@ -57,8 +58,10 @@ def with_modality_dropout(dataset, modalities, seed, rate=0.5, rerandomize=True)
             # A row's own missing modalities stay missing; one it has is always kept.
             has = tf.ensure_shape(example["presence"], (count,)) > 0
             keep = keep & has
-            choice = tf.random.stateless_uniform((count,), tf.stack([example_seed, 1]))
-            fallback = tf.one_hot(tf.argmax(tf.where(has, choice, -1.0)), count) > 0
+            # The (seed mod n)-th of its n modalities: with all of them, the rule below.
+            order = tf.cumsum(tf.cast(has, tf.int64)) - 1
+            chosen = example_seed % tf.maximum(tf.reduce_sum(tf.cast(has, tf.int64)), 1)
+            fallback = has & tf.equal(order, chosen)
         else:
             fallback = tf.one_hot(example_seed % count, count) > 0
         keep = tf.where(tf.reduce_any(keep), keep, fallback)

@@ -13,7 +13,8 @@ that a reloaded model is rewired by name:
   training captions' words; mean or [CLS] pooling over the real tokens;
 - audio: `VGGish` on the raw 16 kHz waveform of any length (its log-mel frontend is in
   the graph) with its `lengths`, mean-pooled over the 0.96 s examples; pretrained
-  weights (a TF1 checkpoint, SavedModel folder or TF Hub handle) or small from scratch;
+  weights (a TF1 checkpoint, SavedModel folder or TF Hub handle, then a dense layer), or
+  small from scratch with its embedding layer `vector_dim` wide (then a ReLU);
 - video: `VideoEncoder` over a frame encoder (an image encoder of its own, or one with
   the image modality's settings), pooled over the real frames (`<m>_frame_mask`).
 
@@ -194,20 +195,28 @@ def _audio_layers(name, table, vector_dim):
     kwargs = {"pooling": "mean", "pad_short": True, "name": f"{name}_encoder"}
     if table["weights"] is not None:
         encoder = VGGish.from_pretrained(table["weights"], **kwargs)
+        # VGGish's own 128-d embedding, projected to the fusion's width.
+        vector = keras.layers.Dense(vector_dim, activation="relu", name=f"{name}_vector")
     else:
+        # Trained from scratch, VGGish's last layer is the projection to the fusion's width
+        # (unless `embedding_dim` says otherwise).
         sizes = {
             "conv_filters": table["conv_filters"],
             "fc_units": table["fc_units"],
-            "embedding_dim": table["embedding_dim"],
+            "embedding_dim": table["embedding_dim"] or vector_dim,
         }
         kwargs.update({k: tuple(v) if isinstance(v, list) else v for k, v in sizes.items() if v})
         encoder = VGGish(**kwargs)
+        if sizes["embedding_dim"] == vector_dim:
+            vector = keras.layers.ReLU(name=f"{name}_vector")
+        else:
+            vector = keras.layers.Dense(vector_dim, activation="relu", name=f"{name}_vector")
     if not table["trainable"]:
         encoder.trainable = False
     return {
         f"{name}_length_floor": LengthFloor(name=f"{name}_length_floor"),
         f"{name}_encoder": encoder,
-        f"{name}_vector": keras.layers.Dense(vector_dim, activation="relu", name=f"{name}_vector"),
+        f"{name}_vector": vector,
     }
 
 
