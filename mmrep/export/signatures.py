@@ -123,13 +123,7 @@ def serving_function(model):
 
     @tf.function(input_signature=[specs])
     def serve(inputs):
-        if kind == "dict":
-            feed = {name: inputs[name] for name in names}
-        elif kind == "list":
-            feed = [inputs[name] for name in names]
-        else:
-            feed = inputs[names[0]]
-        return named_outputs(model(feed, training=False))
+        return named_outputs(model(_feed(kind, names, inputs), training=False))
 
     return serve
 
@@ -242,14 +236,17 @@ def embedding_input(model, what):
     return name, specs[name]
 
 
-def _call_single_output(model, kind, names, inputs):
+def _feed(kind, names, inputs):
+    """A signature's named inputs in the structure the model takes (dict, list, one)."""
     if kind == "dict":
-        feed = {name: inputs[name] for name in names}
-    elif kind == "list":
-        feed = [inputs[name] for name in names]
-    else:
-        feed = inputs[names[0]]
-    output = model(feed, training=False)
+        return {name: inputs[name] for name in names}
+    if kind == "list":
+        return [inputs[name] for name in names]
+    return inputs[names[0]]
+
+
+def _call_single_output(model, kind, names, inputs):
+    output = model(_feed(kind, names, inputs), training=False)
     if isinstance(output, dict):
         (output,) = output.values()
     elif isinstance(output, (list, tuple)):
