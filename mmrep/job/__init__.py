@@ -6,8 +6,8 @@ training, serving and per-modality embedding models of a config; `train_run` tra
 config and writes `runs/<name>/`; `evaluate_run` recomputes a run's metrics (or
 evaluates it on another manifest); `export_run` exports it for TF Serving;
 `embedding_model` gives the one-modality model of a run's layers. Importing this package
-registers the job's own layers (`PaddingMask`, `SelectColumns`, `BatchConstant`,
-`PresentMean`, `JobTrainer`) with Keras, so a saved run model loads with
+registers the job's own layers (`PaddingMask`, `LengthFloor`, `SelectColumns`,
+`BatchConstant`, `PresentMean`, `JobTrainer`) with Keras, so a saved run model loads with
 `keras.saving.load_model`.
 """
 

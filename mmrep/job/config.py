@@ -543,8 +543,6 @@ def with_overrides(config, **overrides):
             continue
         if key == "export_dir":
             value = os.path.abspath(value)
-        if key == "head" and value is None:
-            value = "none"
         *tables, last = places[key]
         target = config
         for table in tables:

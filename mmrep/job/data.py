@@ -190,12 +190,15 @@ class RunData:
             "video_fps": one("video", "fps"),
         }
 
-    def examples(self, split, *, limit=None):
+    def examples(self, split, *, limit=None, augment=False):
         """Unbatched decoded examples of a split, labels as class indices.
 
         Args:
             split: str. One of `SPLITS` the run has.
             limit: int or `None`. Keep the first `limit` examples (tests).
+            augment: bool. The built-in data set's training augmentation (audio gain,
+                noise and placement, new at every pass); manifests are read as they are.
+                Defaults to `False` (evaluation).
 
         Returns:
             A `tf.data.Dataset` of dicts (serving inputs, `presence`, `"label"`).
@@ -203,7 +206,7 @@ class RunData:
         import tensorflow as tf
 
         if self.builtin:
-            dataset = self._mmdigits(split)
+            dataset = self._mmdigits(split, augment)
         else:
             from mmrep.data.manifest import from_manifest
 
@@ -235,7 +238,7 @@ class RunData:
             dataset = dataset.take(limit)
         return dataset
 
-    def _mmdigits(self, split):
+    def _mmdigits(self, split, augment):
         import tensorflow as tf
 
         from mmrep.data.mmdigits import load_mmdigits
@@ -250,6 +253,7 @@ class RunData:
             video_size=video.get("frame_size", 32),
             audio_seconds=tables.get("audio", {}).get("seconds", 1.0),
             seed=self.config["seed"],
+            augment=augment,
         )
 
         def complete(example):
@@ -283,7 +287,7 @@ class RunData:
         from mmrep.job.encoders import tokenize
 
         train = self.config["train"]
-        dataset = self.examples(split, limit=limit)
+        dataset = self.examples(split, limit=limit, augment=split == "train")
         if split == "train":
             dataset = dataset.shuffle(2048, seed=self.config["seed"], reshuffle_each_iteration=True)
         if train["modality_dropout"] > 0:

@@ -8,7 +8,7 @@ number that stays high shows that the mask keeps it out.
 
 - `accuracy` (with a classifier): the classifier's accuracy on each row as it is
   (`all_modalities`: a row's empty cells stay missing), with each modality missing
-  (rows that have another one) and with each one alone (rows that have it);
+  (rows that have it and another one) and with each one alone (rows that have it);
 - `linear_probe_accuracy` (with labels): a logistic-regression probe (`mmrep.metrics`)
   trained on the training split's embeddings and scored on the evaluated split's, for
   each modality alone and for the rows as they are (`fused`);

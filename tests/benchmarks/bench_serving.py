@@ -1,8 +1,8 @@
 """Serving benchmarks: the exported main-job model in a TensorFlow-only process, and `mmrep embed`.
 
 `serving_latency_b1` / `serving_latency_b32`: the main job's serving model
-(`mmrep.job.build_job_model`, default fusion, random weights: latency does not depend on
-training) exported with `export_saved_model` and called through `serving_default` in a
+(`mmrep.job.build_run_model` of the built-in config, default fusion, random weights:
+latency does not depend on training) exported with `export_saved_model` and called through `serving_default` in a
 child Python process that imports only TensorFlow (mmrep imports are refused there), one
 call per timed call, driven through a pipe (the round trip, well under a millisecond, is
 part of the time). The reference is the Keras model's `predict_on_batch` in this process
@@ -33,6 +33,7 @@ from tests.benchmarks.runner import Comparison, benchmark
 from tests.export.fresh_process import REFUSE_MMREP, serving_environment
 
 MODALITIES = ("image", "text", "audio", "video")
+PADDING = ("audio_length", "video_frame_mask")  # the serving model's padding inputs
 SIZES = {"full": {"rows": 128}, "smoke": {"rows": 8}}
 
 SERVER = (
@@ -73,24 +74,32 @@ def exported_job_model():
     """`(keras serving model, version folder, folder)`: the main job's model, exported once."""
     from mmrep.data import load_mmdigits
     from mmrep.export import export_saved_model
-    from mmrep.job import build_job_model
-    from mmrep.job.encoders import caption_vocabulary
+    from mmrep.job import build_run_model, builtin_config
 
     captions = load_mmdigits("train", modalities=("text",), as_numpy=True)["text"]
-    job = build_job_model(vocabulary=caption_vocabulary(captions), seed=0)
+    job = build_run_model(
+        builtin_config(), classes=[str(d) for d in range(10)], captions={"text": captions}
+    )
     folder = tempfile.mkdtemp(prefix="mmrep-bench-serving-")
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    version = export_saved_model(job.serving, os.path.join(folder, "job"), verbose=False)
+    version = export_saved_model(
+        job.serving,
+        os.path.join(folder, "job"),
+        modalities=list(job.config["modalities"]),
+        verbose=False,
+    )
     return job.serving, version, folder
 
 
 def serving_inputs(batch, seed=0):
-    """`batch` mmdigits test examples (cycled), all modalities present."""
+    """`batch` mmdigits test examples (cycled), all modalities present, nothing padded."""
     from mmrep.data import load_mmdigits
 
     test = load_mmdigits("test", seed=seed, as_numpy=True)
     rows = np.arange(batch) % len(test["label"])
     inputs = {m: test[m][rows] for m in MODALITIES}
+    inputs["audio_length"] = np.full((batch,), inputs["audio"].shape[1], "int32")
+    inputs["video_frame_mask"] = np.ones(inputs["video"].shape[:2], bool)
     inputs["presence"] = np.ones((batch, len(MODALITIES)), "float32")
     return inputs
 
@@ -192,7 +201,8 @@ def embed_throughput(size="full"):
         manifest, image_size=32, audio_seconds=1.0, video_size=32, video_frames=16
     ).batch(64)
     batches = [
-        {k: v for k, v in batch.items() if k in (*MODALITIES, "presence")} for batch in decoded
+        {k: v for k, v in batch.items() if k in (*MODALITIES, *PADDING, "presence")}
+        for batch in decoded
     ]
     serve = tf.saved_model.load(version).signatures["serving_default"]
     output = os.path.join(folder, "embeddings.npy")

@@ -10,7 +10,7 @@ import numpy as np
 
 from mmrep.fusion import CoordinatedEmbedding
 from mmrep.job.encoders import PaddingMask
-from mmrep.job.graph_layers import BatchConstant, PresentMean, SelectColumns
+from mmrep.job.graph_layers import BatchConstant, LengthFloor, PresentMean, SelectColumns
 from mmrep.job.trainer import JobTrainer
 from tests.harness import LayerCase
 
@@ -62,6 +62,33 @@ JOB_CASES = [
         mixed_output_dtype="bool",
         not_applicable={
             "gradients": "integer input, bool output, no weights: nothing to differentiate",
+            "distributed": "no weights to train; the SGD step compared across replicas needs some",
+        },
+    ),
+    LayerCase(
+        name="job_length_floor",
+        layer_cls=LengthFloor,
+        init_kwargs={},
+        # Absent clips' zero lengths become 1; real lengths pass through.
+        make_inputs=lambda: np.array([16000, 0, 9000, 0], "int32"),
+        expected_output_shape=(4,),
+        expected_output_dtype="int32",
+        mixed_output_dtype="int32",
+        not_applicable={
+            "gradients": "integer lengths in and out, no weights: nothing to differentiate",
+            "distributed": "no weights to train; the SGD step compared across replicas needs some",
+        },
+    ),
+    LayerCase(
+        name="job_length_floor_int64_minimum",
+        layer_cls=LengthFloor,
+        init_kwargs={"minimum": 400},
+        make_inputs=lambda: np.array([0, 399, 400, 16000], "int64"),
+        expected_output_shape=(4,),
+        expected_output_dtype="int64",
+        mixed_output_dtype="int64",
+        not_applicable={
+            "gradients": "integer lengths in and out, no weights: nothing to differentiate",
             "distributed": "no weights to train; the SGD step compared across replicas needs some",
         },
     ),
