@@ -548,9 +548,8 @@ def with_overrides(config, **overrides):
         for table in tables:
             target = target[table]
         target[last] = value
-    if not renamed and ("fusion" in overrides or "head" in overrides):
-        if overrides.get("fusion") is not None or overrides.get("head") is not None:
-            config["name"] = default_name(config)
+    if not renamed and (overrides.get("fusion") is not None or overrides.get("head") is not None):
+        config["name"] = default_name(config)
     return recheck(config, source="the command line's config")
 
 
@@ -618,7 +617,18 @@ def config_to_toml(config):
     Returns:
         str.
     """
-    mapping = _as_mapping(config)
+    return mapping_to_toml(_as_mapping(config))
+
+
+def mapping_to_toml(mapping):
+    """A config mapping (nested dicts of strings, numbers, booleans and lists) as TOML.
+
+    Args:
+        mapping: dict, as `tomllib` reads a config file (no `None` values).
+
+    Returns:
+        str.
+    """
     lines = []
 
     def table(path, values):

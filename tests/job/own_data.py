@@ -386,20 +386,28 @@ def _write_jsonl(path, rows):
     return path
 
 
-def _main(argv):
-    """`python -m tests.job.own_data FOLDER`: the README's example data and its config."""
+def readme_config():
+    """The README's example config: the TOML between its `own-data-config` markers."""
     import re
 
+    readme = Path(__file__).resolve().parents[2] / "README.md"
+    block = re.search(
+        r"<!-- own-data-config -->\n```toml\n(.*?)```\n<!-- /own-data-config -->",
+        readme.read_text(encoding="utf-8"),
+        re.S,
+    )
+    assert block, "README.md has no own-data-config block"
+    return block.group(1)
+
+
+def _main(argv):
+    """`python -m tests.job.own_data FOLDER`: the README's example data and its config."""
     if len(argv) != 1:
         print("usage: python -m tests.job.own_data FOLDER", file=sys.stderr)
         return 2
     facts = write_own_data(argv[0])
-    readme = Path(__file__).resolve().parents[2] / "README.md"
-    block = re.search(
-        r"<!-- own-data-config -->\n```toml\n(.*?)```", readme.read_text(encoding="utf-8"), re.S
-    )
     config = Path(facts["root"]) / "photos.toml"
-    config.write_text(block.group(1), encoding="utf-8")
+    config.write_text(readme_config(), encoding="utf-8")
     print(f"Wrote {facts['data']} and {config}: mmrep train --config {config}")
     return 0
 

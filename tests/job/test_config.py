@@ -23,19 +23,10 @@ from mmrep.job.config import (
     recheck,
     with_overrides,
 )
+from tests.job.own_data import readme_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HF_ID = "sentence-transformers/all-MiniLM-L6-v2"
 HEADER = "image,text,audio,video,label,source\n"
-
-
-def readme_config():
-    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
-    block = re.search(
-        r"<!-- own-data-config -->\n```toml\n(.*?)```\n<!-- /own-data-config -->", text, re.S
-    )
-    assert block, "README.md has no own-data-config block"
-    return block.group(1)
 
 
 def write_manifests(folder, names=("train", "val", "test")):

@@ -12,7 +12,6 @@ only TensorFlow and tensorflow_text, against the Keras model.
 
 import json
 import os
-import re
 import subprocess
 import sys
 
@@ -22,41 +21,15 @@ import pytest
 import tomllib
 
 from mmrep.cli import main
+from mmrep.job.config import mapping_to_toml
 from tests.encoders.text.bert_checkpoints import make_bert, save
 from tests.encoders.text.checkpoints import build_vocabulary, write_tokenizer
 from tests.hf_cache import write_hf_cache
-from tests.job.own_data import write_own_data
+from tests.job.own_data import readme_config, write_own_data
 
 pytestmark = pytest.mark.slow
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 REPO = "sentence-transformers/all-MiniLM-L6-v2"
-
-
-def readme_config():
-    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
-    block = re.search(r"<!-- own-data-config -->\n```toml\n(.*?)```", text, re.S)
-    assert block, "README.md has no own-data-config block"
-    return block.group(1)
-
-
-def toml_text(mapping):
-    from mmrep.job.config import _toml_value
-
-    lines = []
-
-    def table(path, values):
-        if path:
-            lines.append(f"[{path}]")
-        for key, value in values.items():
-            if not isinstance(value, dict):
-                lines.append(f"{key} = {_toml_value(value)}")
-        for key, value in values.items():
-            if isinstance(value, dict):
-                table(f"{path}.{key}" if path else key, value)
-
-    table("", mapping)
-    return "\n".join(lines) + "\n"
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +48,7 @@ def world(tmp_path_factory):
     retrieval = tomllib.loads(readme_config())
     retrieval.update(name="photos_retrieval", task="retrieval")
     retrieval["fusion"]["kind"] = "coordinated"
-    (root / "retrieval.toml").write_text(toml_text(retrieval))
+    (root / "retrieval.toml").write_text(mapping_to_toml(retrieval))
     return {"root": root, "facts": facts, "cache": cache}
 
 
