@@ -33,11 +33,12 @@ def evaluated_split(data):
     return "test" if data.has("test") else "validation"
 
 
-def encode_split(layers, config, dataset, batch_size=64, keep_media=256, progress=None):
+def encode_split(encoders, config, dataset, batch_size=64, keep_media=256, progress=None):
     """Runs the encoders over a split once.
 
     Args:
-        layers: dict `{name: layer}` of the run model.
+        encoders: the `encoders` model of `mmrep.job.model.vector_models` (one model
+            serves every split: its predict function is traced once).
         config: dict. The checked run config.
         dataset: unbatched examples (`RunData.examples`).
         batch_size: int. Defaults to `64`.
@@ -49,13 +50,7 @@ def encode_split(layers, config, dataset, batch_size=64, keep_media=256, progres
         `"labels"` int `[N]` or `None`, `"media"` `{modality: first rows}` of the first
         image and text modalities.
     """
-    import tensorflow as tf
-
-    from mmrep.job.model import vector_models
-
-    encoders, _ = vector_models(layers, config)
     names = list(encoders.input)
-    run = tf.function(lambda x: encoders(x, training=False))
     kinds = {m: t["kind"] for m, t in config["modalities"].items()}
     shown = [m for m, k in kinds.items() if k in ("image", "text")]
     vectors = {m: [] for m in kinds}
@@ -68,7 +63,7 @@ def encode_split(layers, config, dataset, batch_size=64, keep_media=256, progres
         print(progress)
         bar = keras.utils.Progbar(None, unit_name="row")
     for batch in dataset.batch(batch_size):
-        out = run({n: batch[n] for n in names})
+        out = encoders.predict_on_batch({n: batch[n] for n in names})
         for m in kinds:
             vectors[m].append(np.asarray(out[m], np.float32))
         presence.append(batch["presence"].numpy())
@@ -129,7 +124,8 @@ def run_condition(fusion, encoded, modalities, present, seed=0, batch_size=256):
         batch_size: int. Defaults to `256`.
 
     Returns:
-        `(rows, outputs)`: the row indices and `{output: array}` for those rows.
+        `(outputs, rows)`: `{output: array}` for the rows the condition applies to, and
+        those rows' indices.
     """
     rows, presence = _condition_rows(encoded["presence"], modalities, present)
     rng = np.random.default_rng(seed)
@@ -140,9 +136,9 @@ def run_condition(fusion, encoded, modalities, present, seed=0, batch_size=256):
         feed[f"{m}_vector"] = np.where(presence[:, i : i + 1] > 0, values, junk)
     feed["presence"] = presence
     if not len(rows):
-        return rows, {}
+        return {}, rows
     out = fusion.predict(feed, batch_size=batch_size, verbose=0)
-    return rows, {k: np.asarray(v) for k, v in out.items()}
+    return {k: np.asarray(v) for k, v in out.items()}, rows
 
 
 def retrieval(embeddings, labels, modalities, same_row, ks=RETRIEVAL_KS):
@@ -194,16 +190,11 @@ def _accuracies(results, labels, modalities):
     }
 
 
-def _swap(pair):
-    rows, outputs = pair
-    return outputs, rows
-
-
-def compute_metrics(layers, config, encoded, train_encoded=None, validation_encoded=None):
+def compute_metrics(fusion, config, encoded, train_encoded=None, validation_encoded=None):
     """Every metric of a run on an encoded split.
 
     Args:
-        layers: dict `{name: layer}` of the run model.
+        fusion: the `fusion` model of `mmrep.job.model.vector_models`.
         config: dict. The checked run config.
         encoded: `encode_split` of the evaluated split.
         train_encoded: `encode_split` of the training split (linear probes), or `None`.
@@ -214,16 +205,15 @@ def compute_metrics(layers, config, encoded, train_encoded=None, validation_enco
         `(metrics, results)`: the JSON-ready metrics and `{condition: (outputs, rows)}`
         of the evaluated split, for plots.
     """
-    from mmrep.job.model import has_classifier, vector_models
+    from mmrep.job.model import has_classifier
     from mmrep.metrics import linear_probe_accuracy
 
-    _, fusion = vector_models(layers, config)
     modalities = list(config["modalities"])
     labels = encoded["labels"]
 
     def outputs_of(split):
         return {
-            name: _swap(run_condition(fusion, split, modalities, present))
+            name: run_condition(fusion, split, modalities, present)
             for name, present in conditions(modalities).items()
         }
 
@@ -243,7 +233,7 @@ def compute_metrics(layers, config, encoded, train_encoded=None, validation_enco
         for name in (*modalities, "fused"):
             condition = "all" if name == "fused" else f"{name} only"
             present = conditions(modalities)[condition]
-            t_rows, t_out = run_condition(fusion, train_encoded, modalities, present)
+            t_out, t_rows = run_condition(fusion, train_encoded, modalities, present)
             test_out, rows = results[condition]
             if len(np.unique(train_encoded["labels"][t_rows])) < 2 or not len(rows):
                 continue
@@ -323,21 +313,24 @@ def evaluate(run_model, data, *, limit=None, folder=None, history=None, verbose=
     """
     from mmrep.job import plots
     from mmrep.job import run_folder as rf
+    from mmrep.job.model import vector_models
 
-    config, layers = run_model.config, run_model.layers
+    config = run_model.config
+    encoders, fusion = vector_models(run_model.layers, config)
     split = evaluated_split(data)
     batch = config["train"]["batch_size"]
 
     def encoded_split(name):
         title = f"Encoding the {name} split" if verbose else None
-        return encode_split(layers, config, data.examples(name, limit=limit), batch, progress=title)
+        examples = data.examples(name, limit=limit)
+        return encode_split(encoders, config, examples, batch, progress=title)
 
     encoded = encoded_split(split)
     train_encoded = encoded_split("train") if encoded["labels"] is not None else None
     validation_encoded = None
     if split == "test" and data.has("validation") and encoded["labels"] is not None:
         validation_encoded = encoded_split("validation")
-    metrics, results = compute_metrics(layers, config, encoded, train_encoded, validation_encoded)
+    metrics, results = compute_metrics(fusion, config, encoded, train_encoded, validation_encoded)
     metrics = {
         "split": split,
         "modalities": list(config["modalities"]),

@@ -284,12 +284,12 @@ def test_run_condition_is_the_serving_model_and_ignores_junk(fusion, head):
     vectors = {m: np.asarray(v) for m, v in encoders(feed).items()}
     encoded = {"vectors": vectors, "presence": PRESENCE, "labels": np.arange(5)}
     for name, present in conditions(MODALITIES).items():
-        rows, out = run_condition(fusion_model, encoded, list(MODALITIES), present, seed=0)
+        out, rows = run_condition(fusion_model, encoded, list(MODALITIES), present, seed=0)
         np.testing.assert_array_equal(rows, CONDITION_ROWS[name], err_msg=name)
         assert set(out) == {"embedding", "probabilities"}
         assert out["embedding"].shape[0] == len(rows)
         # Other junk in the absent vectors gives the same outputs.
-        _, again = run_condition(fusion_model, encoded, list(MODALITIES), present, seed=1)
+        again, _ = run_condition(fusion_model, encoded, list(MODALITIES), present, seed=1)
         for key in out:
             np.testing.assert_allclose(again[key], out[key], atol=1e-5, err_msg=f"{name} {key}")
         if name not in ("all", "video missing", "audio only"):
@@ -301,10 +301,10 @@ def test_run_condition_is_the_serving_model_and_ignores_junk(fusion, head):
         for key in out:
             np.testing.assert_allclose(served[key], out[key], atol=1e-5, err_msg=f"{name} {key}")
     # A modality alone is its one-modality embedding model.
-    rows, out = run_condition(fusion_model, encoded, list(MODALITIES), {"image"})
+    out, rows = run_condition(fusion_model, encoded, list(MODALITIES), {"image"})
     alone = np.asarray(model.embeddings["image"](tf.constant(inputs["image"][rows])))
     np.testing.assert_allclose(out["embedding"], alone, atol=1e-5)
     # Vectors marked present do change the outputs.
     lied = {**encoded, "vectors": {**vectors, "image": vectors["image"] + 3.0}}
-    _, changed = run_condition(fusion_model, lied, list(MODALITIES), {"image"})
+    changed, _ = run_condition(fusion_model, lied, list(MODALITIES), {"image"})
     assert not np.allclose(changed["embedding"], out["embedding"], atol=1e-4)
