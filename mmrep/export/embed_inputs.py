@@ -35,14 +35,19 @@ class FeedPlan:
     """How to read a manifest for one signature.
 
     Attributes:
-        kinds: dict `{input: kind}` of the modality inputs, in the presence order.
+        kinds: dict `{input: kind}` of the modality inputs, in the presence order; an
+            `<image column>_bytes` string input has the kind `"image_bytes"`.
         presence: str or `None`. The presence input's name.
         specs: dict `{input: tf.TensorSpec}` of every input.
+        columns: dict `{input: manifest column}` of the modality inputs: the input's own
+            name, but `<column>_bytes` reads the file bytes of the image column.
         padding: dict `{padding input: modality input}`: the `<audio input>_length` and
             `<video input>_frame_mask` inputs, fed from the `from_manifest` keys of the
             same names.
         unmarked: list of the audio and video inputs of open length (`None` samples or
             frames) without a padding input, whose batches must hold clips of one length.
+        unread: list of the manifest's modality columns the signature does not take
+            (set by `check_columns`).
         image_size, video_size, video_frames, audio_seconds: the `from_manifest`
             arguments (`None` where the model leaves the size open or has no such input).
     """
@@ -50,18 +55,25 @@ class FeedPlan:
     kinds: dict
     presence: str | None
     specs: dict
+    columns: dict = dataclasses.field(default_factory=dict)
     padding: dict = dataclasses.field(default_factory=dict)
     unmarked: list = dataclasses.field(default_factory=list)
+    unread: list = dataclasses.field(default_factory=list)
     image_size: int | None = None
     video_size: int | None = None
     video_frames: int | None = None
     audio_seconds: float | None = None
 
 
-def _kind(name, spec):
+BYTES_SUFFIX = "_bytes"
+
+
+def _kind(name, spec, columns=()):
     shape, dtype = spec.shape, spec.dtype
     pixels = dtype.name == "uint8" or dtype.is_floating
     if dtype.name == "string" and shape.rank == 1:
+        if _bytes_column(name, columns):
+            return "image_bytes"
         return "text"
     if dtype.is_floating and shape.rank == 2:
         return "audio"
@@ -74,6 +86,14 @@ def _kind(name, spec):
         "the padding of an audio input `<audio>_length` (integer [B]) or of a video input "
         "`<video>_frame_mask` (bool [B, T])"
     )
+
+
+def _bytes_column(name, columns):
+    """The image column an input `<column>_bytes` reads, if the manifest has it."""
+    column = name[: -len(BYTES_SUFFIX)]
+    if name.endswith(BYTES_SUFFIX) and name not in columns and column in columns:
+        return column
+    return None
 
 
 def _padding_inputs(specs, kinds):
@@ -130,7 +150,7 @@ def _one_size(kind, sizes):
     return values.pop() if values else None
 
 
-def plan_feeds(specs, modalities=None):
+def plan_feeds(specs, modalities=None, columns=()):
     """A `FeedPlan` for a signature's inputs.
 
     Args:
@@ -138,6 +158,10 @@ def plan_feeds(specs, modalities=None):
         modalities: list of str or `None`. The presence order, as recorded at export
             (`assets.extra/mmrep.json`). `None` orders the modality inputs by kind
             (image, text, audio, video), then by name.
+        columns: the manifest's columns. A string input `<column>_bytes` (such as an
+            `embed_<image>_bytes` signature's) is fed the file bytes of the image
+            column `<column>` when the manifest has that column and none named like
+            the input.
 
     Returns:
         A `FeedPlan`.
@@ -159,7 +183,7 @@ def plan_feeds(specs, modalities=None):
         if key in specs
     }
     kinds = {
-        name: _kind(name, spec)
+        name: _kind(name, spec, columns)
         for name, spec in specs.items()
         if name != presence and name not in named_padding
     }
@@ -171,7 +195,7 @@ def plan_feeds(specs, modalities=None):
     if modalities is not None and sorted(modalities) == sorted(kinds):
         order = list(modalities)
     else:
-        order = sorted(kinds, key=lambda n: (KINDS.index(kinds[n]), n))
+        order = sorted(kinds, key=lambda n: (_kind_rank(kinds[n]), n))
     kinds = {name: kinds[name] for name in order}
     if presence is not None:
         spec = specs[presence]
@@ -193,6 +217,10 @@ def plan_feeds(specs, modalities=None):
         kinds=kinds,
         presence=presence,
         specs=dict(specs),
+        columns={
+            name: _bytes_column(name, columns) if kind == "image_bytes" else name
+            for name, kind in kinds.items()
+        },
         padding=padding,
         unmarked=unmarked,
         image_size=_one_size(
@@ -206,8 +234,17 @@ def plan_feeds(specs, modalities=None):
     )
 
 
-def check_columns(plan, rows, manifest, signature, ignore=()):
-    """Checks that the manifest's columns are the signature's modality inputs.
+def _kind_rank(kind):
+    return KINDS.index("image" if kind == "image_bytes" else kind)
+
+
+def manifest_columns(rows):
+    """The manifest's columns, in the order they first appear."""
+    return list(dict.fromkeys(k for row in rows for k in row))
+
+
+def check_columns(plan, rows, manifest, signature, ignore=(), modalities=()):
+    """Checks that the manifest's columns feed the signature; lists rows it cannot run.
 
     Args:
         plan: the `FeedPlan`.
@@ -215,17 +252,25 @@ def check_columns(plan, rows, manifest, signature, ignore=()):
         manifest: str, its path (for messages).
         signature: str, the signature's name (for messages).
         ignore: columns to leave unread.
+        modalities: the export's modalities (`assets.extra/mmrep.json`). Their columns
+            are left unread by a signature that does not take them (an
+            `embed_<modality>` signature runs on the full manifest).
+
+    Returns:
+        dict `{row number: reason}` of the rows a signature without a `presence` input
+        cannot run, because a cell it reads is empty (left out and reported).
 
     Raises:
-        ServingError: a column the signature has no input for, an input the manifest
-            has no column for (both sets named), or, for a signature without a
-            presence input, a row with an empty cell.
+        ServingError: a column the signature has no input for and that is not one of
+            the export's modalities, or an input the manifest has no column for (both
+            sets named).
     """
-    columns = [c for c in dict.fromkeys(k for row in rows for k in row)]
-    columns = [c for c in columns if c != "label" and c not in ignore]
+    columns = [c for c in manifest_columns(rows) if c != "label" and c not in ignore]
+    fed = list(plan.columns.values())
     inputs = list(plan.kinds)
-    extra = [c for c in columns if c not in plan.kinds]
-    missing = [n for n in inputs if n not in columns]
+    unread = [c for c in columns if c not in fed and c in modalities]
+    extra = [c for c in columns if c not in fed and c not in modalities]
+    missing = [n for n, c in plan.columns.items() if c not in columns]
     padding = [c for c in extra if c in plan.padding]
     if extra or missing:
         raise ServingError(
@@ -239,14 +284,17 @@ def check_columns(plan, rows, manifest, signature, ignore=()):
             )
             + (f"; missing from the manifest: {missing}" if missing else "")
         )
+    plan.unread = unread
+    left_out = {}
     if plan.presence is None:
         for number, row in enumerate(rows, start=1):
-            empty = [n for n in inputs if _empty(row.get(n))]
+            empty = [c for c in fed if _empty(row.get(c))]
             if empty:
-                raise ServingError(
-                    f"manifest {manifest}, row {number}: {empty} empty, but signature "
-                    f"{signature!r} has no 'presence' input to mark a missing modality"
+                left_out[number] = (
+                    f"empty {', '.join(empty)} cell: signature {signature!r} has no "
+                    "'presence' input to mark a missing modality"
                 )
+    return left_out
 
 
 def _empty(value):

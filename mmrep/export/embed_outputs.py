@@ -1,7 +1,8 @@
 """Writing `embed_manifest`'s results: .npy, .npz or .parquet, atomically.
 
 The file is written under a hidden temporary name in the output's folder and moved into
-place with `os.replace`, so a reader never sees half a file and a failure leaves none.
+place with `os.replace`, so a reader never sees half a file and a failure leaves none;
+temporary files a killed write left are removed by the next write of that output.
 """
 
 import json
@@ -16,8 +17,16 @@ FORMATS = (".npy", ".npz", ".parquet")
 PARQUET_HINT = 'pip install "mmrep[parquet]"'
 
 
+def check_absent(path):
+    """Raises `OutputExistsError` if `path` exists (a file, folder or link)."""
+    if os.path.lexists(path):
+        raise OutputExistsError(f"output {path} already exists; remove it or choose another path")
+
+
 def output_format(path):
     """Checks an output path before any work is done; returns its format.
+
+    The output's folder is created if missing and must be a writable folder.
 
     Args:
         path: str. The output file.
@@ -27,11 +36,11 @@ def output_format(path):
 
     Raises:
         OutputExistsError: `path` exists.
-        ServingError: an unknown extension.
+        ServingError: an unknown extension, or a folder that cannot be created or
+            written (named, with the reason).
         MissingDependencyError: (an `ImportError`) .parquet without pyarrow installed.
     """
-    if os.path.lexists(path):
-        raise OutputExistsError(f"output {path} already exists; remove it or choose another path")
+    check_absent(path)
     extension = os.path.splitext(path)[1].lower()
     if extension not in FORMATS:
         raise ServingError(
@@ -40,7 +49,63 @@ def output_format(path):
         )
     if extension == ".parquet":
         _pyarrow()
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as error:
+        raise ServingError(
+            f"output {path}: cannot create its folder {folder}: {error.strerror or error}"
+        ) from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ServingError(f"output {path}: expected a writable folder; {folder} is not writable")
     return extension
+
+
+def check_names(path, output_names, extra_names):
+    """Refuses signature outputs named like the columns embed_manifest adds.
+
+    Raises:
+        ServingError: an output named `row`, `label` or `<column>_path`.
+    """
+    clash = sorted(set(output_names) & set(extra_names))
+    if clash:
+        raise ServingError(
+            f"output {path}: the signature's outputs {clash} clash with the columns "
+            f"embed_manifest adds ({list(extra_names)}); rename those outputs"
+        )
+
+
+def write_report(path, skipped):
+    """Writes the rows left out, one JSON object per line (`row`, `reason`), atomically."""
+    text = "".join(json.dumps(entry, ensure_ascii=False) + "\n" for entry in skipped)
+    _atomic(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def _remove_stale(path):
+    """Removes hidden temporary files a killed write of `path` left (`.<name>.*.tmp`)."""
+    folder, name = os.path.split(os.path.abspath(path))
+    prefix = f".{name}."
+    for entry in os.listdir(folder):
+        if entry.startswith(prefix) and entry.endswith(".tmp"):
+            try:
+                os.remove(os.path.join(folder, entry))
+            except OSError:
+                pass
+
+
+def _atomic(path, write):
+    """Writes `path` through `write(file)` into a hidden temporary file, then renames it."""
+    _remove_stale(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    temp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(temp, "wb") as f:
+            write(f)
+        os.replace(temp, path)
+    except BaseException:
+        if os.path.exists(temp):
+            os.remove(temp)
+        raise
 
 
 def npy_output(path, output_names):
@@ -70,7 +135,7 @@ def _pyarrow():
     return pyarrow, pyarrow.parquet
 
 
-def write_output(path, extension, outputs, labels=None, npy_output=None):
+def write_output(path, extension, outputs, labels=None, npy_output=None, extra=None):
     """Writes the outputs to `path` atomically.
 
     Args:
@@ -79,34 +144,32 @@ def write_output(path, extension, outputs, labels=None, npy_output=None):
         outputs: dict `{name: array [rows, ...]}`.
         labels: array `[rows]` or `None`.
         npy_output: str. For .npy, the output to write.
+        extra: dict `{name: array [rows]}` or `None`. Columns written beside the outputs
+            in .npz and .parquet (the row numbers and file paths).
     """
     if labels is not None and "label" in outputs and extension != ".npy":
         raise ServingError(
             f"output {path}: the signature has an output named 'label', which would clash "
             "with the manifest's labels; write .npy or rename the output"
         )
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    temp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
+    extra = dict(extra or {})
+    if labels is not None:
+        extra["label"] = labels
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+
+    def write(f):
         if extension == ".parquet":
-            _write_parquet(temp, outputs, labels)
+            _write_parquet(f, outputs, extra)
+        elif extension == ".npy":
+            np.save(f, outputs[npy_output])
         else:
-            with open(temp, "wb") as f:
-                if extension == ".npy":
-                    np.save(f, outputs[npy_output])
-                else:
-                    extra = {} if labels is None else {"label": labels}
-                    np.savez(f, **outputs, **extra)
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.remove(temp)
-        raise
+            np.savez(f, **outputs, **extra)
+
+    _atomic(path, write)
 
 
-def _write_parquet(path, outputs, labels):
-    """One row per example: a list<float32> column per output (flattened), and the label."""
+def _write_parquet(path, outputs, extra):
+    """One row per example: a list<float32> column per output (flattened), and `extra`."""
     pa, pq = _pyarrow()
     columns, shapes = {}, {}
     for name, values in outputs.items():
@@ -120,9 +183,9 @@ def _write_parquet(path, outputs, labels):
         flat = values.reshape(len(values), -1)
         offsets = np.arange(len(flat) + 1, dtype="int32") * flat.shape[1]
         columns[name] = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat.ravel()))
-    if labels is not None:
-        labels = np.asarray(labels)
-        columns["label"] = pa.array(labels.tolist() if labels.dtype == object else labels)
+    for name, values in extra.items():
+        values = np.asarray(values)
+        columns[name] = pa.array(values.tolist() if values.dtype.kind in "OU" else values)
     table = pa.table(columns)
     metadata = {b"mmrep.output_shapes": json.dumps(shapes).encode()}
     pq.write_table(table.replace_schema_metadata(metadata), path)

@@ -58,9 +58,12 @@ def export_saved_model(
     `assets.extra/mmrep.json` (a folder TF Serving ignores) describes the export: mmrep,
     TensorFlow and Keras versions, the model's name, `modalities` (the order of the
     `presence` input's columns: modality inputs only, never `presence` or padding inputs
-    such as `audio_length`, `video_frame_mask`) and every signature's input and output
-    names, dtypes and shapes. The write is atomic (a hidden temporary folder in `path`,
-    then a rename); an exception leaves no version folder behind.
+    such as `audio_length`, `video_frame_mask`), every signature's input and output
+    names, dtypes and shapes, `custom_ops` (op types core TensorFlow lacks) and `requires`
+    (the packages that register them, such as `tensorflow_text` for an in-graph WordPiece
+    tokenizer: a serving process imports them before loading). The write is atomic (a
+    hidden temporary folder in `path`, then a rename); an exception leaves no version
+    folder behind.
 
     Args:
         model: a functional or Sequential `keras.Model` with named inputs
@@ -112,7 +115,7 @@ def export_saved_model(
     import tensorflow as tf
 
     from mmrep.export import image_bytes as bytes_signatures
-    from mmrep.export import signatures
+    from mmrep.export import runtime_needs, signatures
 
     if not isinstance(model, keras.Model):
         raise TypeError(
@@ -161,6 +164,8 @@ def export_saved_model(
             fn.get_concrete_function()  # ExportArchive takes traced functions only
             archive.add_endpoint(name, fn)
         archive.write_out(folder, verbose=False)
+        # What a serving process must import (tensorflow_text for an in-graph tokenizer).
+        description["custom_ops"], description["requires"] = runtime_needs.requirements(folder)
         os.makedirs(os.path.join(folder, "assets"), exist_ok=True)
         os.makedirs(os.path.join(folder, "assets.extra"), exist_ok=True)
         with open(os.path.join(folder, DESCRIPTION_FILE), "w", encoding="utf-8") as f:

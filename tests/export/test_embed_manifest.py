@@ -7,6 +7,7 @@ lossless, so no decoder is trusted there).
 """
 
 import csv
+import json
 import os
 import shutil
 
@@ -71,7 +72,12 @@ def test_npz_matches_the_keras_model(setup, tmp_path, capsys):
     assert "rows/s" in printed
     expected = reference(model, decoded)
     with np.load(output) as saved:
-        assert set(saved.files) == {"embedding", "probabilities", "label"}
+        paths = {"image_path", "audio_path", "video_path"}
+        assert set(saved.files) == {"embedding", "probabilities", "label", "row", *paths}
+        np.testing.assert_array_equal(saved["row"], np.arange(1, ROWS + 1))
+        with open(manifest, newline="") as f:
+            cells = [row["image"] for row in csv.DictReader(f)]
+        assert saved["image_path"].tolist() == cells
         for name, value in expected.items():
             np.testing.assert_allclose(saved[name], value, atol=1e-5, rtol=0)
         labels = load_mmdigits("test", modalities=("image",), as_numpy=True)["label"][:ROWS]
@@ -171,16 +177,25 @@ def test_missing_model_and_existing_output_are_refused(setup, tmp_path):
 
 def test_manifest_that_does_not_match_the_model(setup, tmp_path):
     _, _, folder, manifest, _ = setup
-    partial = rewrite(manifest, tmp_path / "partial.csv", ["image", "text", "label"])
+    # Beside the original: its file paths are relative to the manifest's folder.
+    beside = os.path.join(os.path.dirname(manifest), tmp_path.name)
+    partial = rewrite(manifest, f"{beside}-partial.csv", ["image", "text", "label"])
     with pytest.raises(
         ServingError,
         match=r"columns are \['image', 'text'\], the model's modality inputs are "
         r"\['image', 'text', 'audio', 'video'\]; missing from the manifest: \['audio', 'video'\]",
     ):
         embed_manifest(folder, partial, str(tmp_path / "e.npy"), verbose=False)
-    with pytest.raises(ServingError, match=r"not inputs of the model: \['text'\]"):
-        embed_manifest(folder, partial, str(tmp_path / "e.npy"), signature="embed_image")
     assert not os.path.exists(tmp_path / "e.npy")
+    # A signature taking one of the export's modalities leaves the others' columns unread...
+    summary = embed_manifest(
+        folder, partial, str(tmp_path / "i.npz"), signature="embed_image", verbose=False
+    )
+    assert summary["rows"] == ROWS and summary["skipped"] == 0
+    # ...but a column the export does not know is still refused, unless ignored.
+    extra = rewrite(manifest, f"{beside}-extra.csv", ["image", "caption", "label"])
+    with pytest.raises(ServingError, match=r"not inputs of the model: \['caption'\]"):
+        embed_manifest(folder, extra, str(tmp_path / "e.npy"), signature="embed_image")
 
 
 def test_unreadable_row_is_named(setup, tmp_path):
@@ -214,7 +229,7 @@ def test_npy_needs_an_embedding_output_and_rows_need_their_modality(text_model, 
     embed_manifest(folder, str(manifest), str(tmp_path / "e.npz"), verbose=False)
     expected = model(tf.constant(["a scrawled three", "the numeral 5"]))
     with np.load(tmp_path / "e.npz") as saved:
-        assert set(saved.files) == {"a", "b"}  # no labels in this manifest
+        assert set(saved.files) == {"a", "b", "row"}  # no labels, no file columns
         np.testing.assert_allclose(saved["b"], expected["b"].numpy(), atol=1e-5)
     manifest.write_text('{"id": 7, "text": "a scrawled three"}\n{"id": 8, "text": "x"}\n')
     with pytest.raises(ServingError, match=r"columns are \['id', 'text'\].*model: \['id'\]"):
@@ -222,9 +237,16 @@ def test_npy_needs_an_embedding_output_and_rows_need_their_modality(text_model, 
     embed_manifest(folder, str(manifest), str(tmp_path / "f.npz"), ignore=("id",), verbose=False)
     with np.load(tmp_path / "f.npz") as saved:
         np.testing.assert_allclose(saved["b"][0], expected["b"].numpy()[0], atol=1e-5)
+    # Without a presence input, a row with an empty cell is left out and reported.
     manifest.write_text('{"text": "a scrawled three"}\n{"text": ""}\n')
-    with pytest.raises(ServingError, match=r"row 2: \['text'\] empty.*no 'presence' input"):
-        embed_manifest(folder, str(manifest), str(tmp_path / "g.npz"), verbose=False)
+    summary = embed_manifest(folder, str(manifest), str(tmp_path / "g.npz"), verbose=False)
+    assert summary["rows"] == 1 and summary["skipped"] == 1
+    with np.load(tmp_path / "g.npz") as saved:
+        assert saved["row"].tolist() == [1]
+    with open(summary["report"]) as f:
+        (entry,) = [json.loads(line) for line in f]
+    assert entry["row"] == 2 and "empty text cell" in entry["reason"]
+    assert "no 'presence' input" in entry["reason"]
 
 
 def test_parquet_without_pyarrow_says_what_to_install(text_model, tmp_path, monkeypatch):
