@@ -2,12 +2,17 @@
 
 `import mmrep` imports every subpackage (so every layer is registered with Keras), so the
 command starts TensorFlow before it parses its arguments. Errors the user can fix
-(a missing run or model, a manifest that does not match the model, an output that exists)
+(a missing run or model, a manifest that does not match the model, an output that exists,
+a run name that is no folder name, a destination that is a file or cannot be written)
 end the command with `mmrep <command>: error: <message>` and exit status 2, without a
-traceback.
+traceback. The code raises its own errors for these where it checks a path; as a last
+resort, a `PermissionError`, `NotADirectoryError` or `IsADirectoryError` about a path the
+user gave (or one inside it) is shown the same way. Any other exception is a bug and keeps
+its traceback.
 """
 
 import argparse
+import os
 import sys
 
 from mmrep import __version__
@@ -153,6 +158,36 @@ def _add_embed(commands):
         metavar="COLUMN",
         help="manifest columns to leave unread (an id or source column)",
     )
+    embed.add_argument(
+        "--on-error",
+        choices=("fail", "skip"),
+        default="fail",
+        help="a row that cannot be read or run: stop there, naming it (fail, the default; "
+        "finished rows are kept for --resume), or leave it out and list it with its reason "
+        "in OUTPUT.skipped.jsonl (skip)",
+    )
+    embed.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the unfinished run of OUTPUT (killed, or stopped at a bad row)",
+    )
+    embed.add_argument(
+        "--chunk-rows",
+        type=_positive_int,
+        default=1024,
+        help="rows per saved chunk, the unit --resume keeps (default: 1024)",
+    )
+    embed.add_argument(
+        "--root",
+        metavar="FOLDER",
+        help="a folder the manifest's paths may be anywhere under (default: the manifest's "
+        "folder; paths that leave it are refused)",
+    )
+    embed.add_argument(
+        "--allow-outside",
+        action="store_true",
+        help="allow manifest paths anywhere (absolute, or leaving the manifest's folder)",
+    )
 
 
 def _parser():
@@ -195,6 +230,11 @@ def _run(args):
             batch_size=args.batch_size,
             signature=args.signature,
             ignore=tuple(args.ignore),
+            on_error=args.on_error,
+            resume=args.resume,
+            chunk_rows=args.chunk_rows,
+            root=args.root,
+            allow_outside=args.allow_outside,
         )
 
 
@@ -231,6 +271,26 @@ def _user_errors():
     return (ServingError, RunError, ConfigError, ManifestError, FileNotFoundError, FileExistsError)
 
 
+# OSErrors that mean "this path is not what the command needs", when the path is the user's.
+_PATH_ERRORS = (PermissionError, NotADirectoryError, IsADirectoryError)
+_PATH_ARGUMENTS = ("config", "runs_dir", "export_dir", "run", "manifest", "model", "output")
+
+
+def _user_path_error(error, args):
+    """A message for an OSError about a path the user gave (or one inside it), else `None`."""
+    if not isinstance(error, _PATH_ERRORS) or not error.filename:
+        return None
+    given = [getattr(args, key, None) for key in _PATH_ARGUMENTS]
+    given = [os.path.abspath(path) for path in given if isinstance(path, str) and path]
+    for filename in (error.filename, error.filename2):
+        if not isinstance(filename, str):
+            continue
+        path = os.path.abspath(filename)
+        if any(path == root or path.startswith(root.rstrip(os.sep) + os.sep) for root in given):
+            return f"cannot use {filename!r}: {error.strerror or error}"
+    return None
+
+
 def main(argv=None):
     parser = _parser()
     args = parser.parse_args(argv)
@@ -241,6 +301,11 @@ def main(argv=None):
         _run(args)
     except _user_errors() as error:
         parser.exit(2, f"mmrep {args.command}: error: {error}\n")
+    except _PATH_ERRORS as error:
+        message = _user_path_error(error, args)
+        if message is None:
+            raise
+        parser.exit(2, f"mmrep {args.command}: error: {message}\n")
     return 0
 
 

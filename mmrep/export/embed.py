@@ -85,9 +85,9 @@ def embed_manifest(
 
     Outputs: `.npy` holds the `embedding` output (or the only one); `.npz` every output,
     `row` (the 1-based manifest row number of each kept row), `label` when the manifest
-    has labels and `<column>_path` (the manifest's cell) for each file column read;
-    `.parquet` the same as columns, one row per kept manifest row, outputs as
-    list<float32> (flattened; shapes in the schema metadata `mmrep.output_shapes`)
+    has labels and `<column>_path` (the manifest's cell, "" where empty) for each file
+    column read; `.parquet` the same as columns, one row per kept manifest row, outputs
+    as list<float32> (flattened; shapes in the schema metadata `mmrep.output_shapes`)
     (needs pyarrow). Files are written atomically.
 
     Args:
@@ -458,7 +458,8 @@ class _Run:
 
         arrays = {"row": np.array([row for row, _, _ in results], "int64")}
         for name, column in self.paths.items():
-            arrays[name] = np.array([str(self.rows[row - 1][column]) for row, _, _ in results])
+            cells = [self.rows[row - 1].get(column) for row, _, _ in results]
+            arrays[name] = np.array(["" if cell is None else str(cell) for cell in cells])
         if not results:
             return arrays
         for name in results[0][2]:

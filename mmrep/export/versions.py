@@ -8,16 +8,25 @@ and renames it into place. Replacing a version renames the old folder aside firs
 `base/<version>` is at every moment either the complete old version, absent for the
 instant between the two renames, or the complete new one.
 
+The temporary folder is `.mmrep-export-<version>-<host>-<pid>-<random>`: an export that
+was killed leaves it behind, and the next `publish_version` in the same base folder
+removes it once it is stale: its process is gone (same host, POSIX), or nothing in it
+changed for a day (`mmrep.utils.atomic_write.remove_stale`). A folder set aside by a
+replacement that was killed (`.mmrep-replaced-...`) is removed the same way, but only
+once its version folder is back in place: until then it is the only copy. Readers
+(`numeric_versions`, `resolve_saved_model`) never take either for a version.
+
 Reference:
     TensorFlow Serving, "Serving a TensorFlow Model" (the `base/<version>/` layout).
 """
 
 import os
+import re
 import shutil
-import uuid
 
 from mmrep.export.errors import ModelNotFoundError, ServingError, VersionExistsError
 from mmrep.utils.arguments import is_int
+from mmrep.utils.atomic_write import TAG_PATTERN, remove_stale, writer_tag
 
 _TEMP_PREFIX = ".mmrep-export-"
 _ASIDE_PREFIX = ".mmrep-replaced-"
@@ -77,6 +86,11 @@ def resolve_saved_model(path):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ModelNotFoundError(f"model not found: {path} does not exist")
+    if os.path.basename(os.path.normpath(path)).startswith((_TEMP_PREFIX, _ASIDE_PREFIX)):
+        raise ModelNotFoundError(
+            f"model {path} is the temporary folder of an unfinished export (or of a "
+            "replaced version), not a version: give its base folder or a numeric version"
+        )
     if not os.path.isdir(path):
         raise ModelNotFoundError(
             f"model {path} is a file; expected a SavedModel folder (with saved_model.pb) "
@@ -114,7 +128,8 @@ def publish_version(path, version, write, *, overwrite=False):
         str, the version folder `path/<version>`.
 
     Raises:
-        ServingError: `path` is a file, or `version` is not a positive int.
+        ServingError: `path` is a file (or lies under one), cannot be written, or
+            `version` is not a positive int.
         VersionExistsError: `path/<version>` exists and `overwrite` is `False`.
         Exception: whatever `write` raises; the temporary folder is removed first and
             no version folder appears (an overwritten one stays as it was).
@@ -123,11 +138,18 @@ def publish_version(path, version, write, *, overwrite=False):
     check_destination(path, version, overwrite)
     version = next_version(path) if version is None else int(version)
     target = os.path.join(path, str(version))
-    os.makedirs(path, exist_ok=True)
     # os.mkdir (not tempfile.mkdtemp, whose folders are private to their owner) so that
     # the published version gets the umask's permissions and a server can read it.
-    temp = os.path.join(path, f"{_TEMP_PREFIX}{version}-{uuid.uuid4().hex[:12]}")
-    os.mkdir(temp)
+    temp = os.path.join(path, f"{_TEMP_PREFIX}{version}-{writer_tag()}")
+    try:
+        os.makedirs(path, exist_ok=True)
+        os.mkdir(temp)
+    except OSError as error:
+        raise ServingError(
+            f"cannot write the export folder {path}: {error.strerror or error}; expected a "
+            "folder you can write to"
+        ) from None
+    _remove_stale_temporaries(path)
     try:
         write(temp)
         _refuse_existing(target, overwrite)  # another writer may have taken it meanwhile
@@ -147,12 +169,27 @@ def check_destination(path, version, overwrite=False):
         overwrite: bool. Whether an existing version may be replaced.
 
     Raises:
-        ServingError: `path` is a file, or `version` is not a positive int.
+        ServingError: `path` is a file or lies under one, or the folder that would hold
+            it cannot be written (`os.access`), or `version` is not a positive int.
         VersionExistsError: `path/<version>` exists and `overwrite` is `False`.
     """
     path = os.fspath(path)
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise ServingError(f"export path {path} is a file; expected a folder (or a new path)")
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        if existing == os.path.abspath(path):
+            raise ServingError(f"export path {path} is a file; expected a folder (or a new path)")
+        raise ServingError(
+            f"export path {path} lies under {existing}, which is a file; expected a folder "
+            "(or a new path)"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "the export path" if existing == os.path.abspath(path) else "the folder"
+        raise ServingError(
+            f"cannot write the export path {path}: {what} {existing} is not writable "
+            "(no permission, or a read-only file system)"
+        )
     if version is not None:
         _refuse_existing(os.path.join(path, str(check_version(version))), overwrite)
 
@@ -165,11 +202,21 @@ def _refuse_existing(target, overwrite):
         )
 
 
+def _remove_stale_temporaries(path):
+    tag = r"(?:" + TAG_PATTERN + r"|[0-9a-f]{12})"  # or an older mmrep's: no writer, age only
+    remove_stale(path, re.escape(_TEMP_PREFIX) + r"[0-9]+-" + tag)
+    # A folder set aside by a killed replacement is the version's only copy until the
+    # version folder is back in place.
+    versions = "|".join(str(v) for v in numeric_versions(path))
+    if versions:
+        remove_stale(path, re.escape(_ASIDE_PREFIX) + f"(?:{versions})-" + tag)
+
+
 def _move_into_place(temp, target, path, version):
     if not os.path.lexists(target):
         os.rename(temp, target)
         return
-    aside = os.path.join(path, f"{_ASIDE_PREFIX}{version}-{uuid.uuid4().hex[:12]}")
+    aside = os.path.join(path, f"{_ASIDE_PREFIX}{version}-{writer_tag()}")
     os.rename(target, aside)
     try:
         os.rename(temp, target)

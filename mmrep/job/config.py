@@ -35,6 +35,7 @@ import re
 import tomllib
 
 from mmrep.job.names import FUSIONS, HEADS
+from mmrep.job.run_folder import NAME_RULE, is_run_name
 from mmrep.utils.modalities import MODALITY_ORDER, ordered_modalities
 
 TASKS = ("classification", "retrieval", "both")
@@ -44,6 +45,7 @@ BUILTIN_DATA = ("mmdigits",)
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 IMAGE_POOLINGS = ("avg", "max", "flatten")
 VIDEO_SAMPLINGS = ("first", "uniform", "interval")
+SEED_LIMIT = 2**31
 
 
 class ConfigError(ValueError):
@@ -366,6 +368,11 @@ def check_config(mapping, *, source="config", root="."):
         "task": task,
         "seed": top.get("seed", "int", 0),
     }
+    if config["name"] is not None and not is_run_name(config["name"]):
+        top.fail("name", f"{NAME_RULE} (the run folder's name)", config["name"])
+    if not 0 <= config["seed"] < SEED_LIMIT:
+        # NumPy's global seeding takes [0, 2**32); the job also seeds with `seed + k`.
+        top.fail("seed", "an integer >= 0 and < 2**31", config["seed"])
     data = _Checker(source, "data", mapping.get("data", {}))
     config["data"] = _data_table(data, root, task)
     data.done()

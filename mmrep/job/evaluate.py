@@ -1,6 +1,48 @@
 """Reading a trained run back: `load_run`, and `evaluate_run` on its data or a manifest."""
 
 import os
+import zipfile
+
+# What every .keras archive holds (its weights file's name depends on its format).
+_KERAS_ARCHIVE_FILES = ("config.json",)
+
+
+def _check_model_file(path):
+    """Refuses a `model.keras` that is not a whole Keras archive, naming what is wrong.
+
+    Keras itself calls a truncated archive "File not found" and lets a damaged one raise
+    `zipfile.BadZipFile`; this reads the archive's index and checks every member's CRC
+    first (a read of the file, small next to loading it).
+    """
+    from mmrep.job.run_folder import RunError
+
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as error:
+        raise RunError(f"{path!r} cannot be read: {error.strerror or error}") from None
+    if not zipfile.is_zipfile(path):
+        raise RunError(
+            f"{path!r} is not a complete .keras file (a zip archive): it may be truncated or "
+            "not a Keras model; train the run again or copy the file whole"
+        )
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            missing = [name for name in _KERAS_ARCHIVE_FILES if name not in names]
+            if missing:
+                raise RunError(
+                    f"{path!r} is a zip archive but not a Keras model: it has no "
+                    f"{', '.join(missing)} (it holds: {sorted(names)[:10]})"
+                )
+            damaged = archive.testzip()
+    except (OSError, EOFError, zipfile.BadZipFile) as error:
+        raise RunError(f"{path!r} is a damaged .keras archive: {error}") from None
+    if damaged is not None:
+        raise RunError(
+            f"{path!r} is a damaged .keras archive: its member {damaged!r} does not match "
+            "its checksum; train the run again or copy the file whole"
+        )
 
 
 def load_run(run, runs_dir="runs"):
@@ -16,7 +58,8 @@ def load_run(run, runs_dir="runs"):
     Raises:
         RunNotFoundError: (a `RunError` and `FileNotFoundError`) for a missing run, model
             or config file.
-        RunError: for a model or config that cannot be read, or that disagree.
+        RunError: for a model or config that cannot be read (a truncated or damaged
+            `model.keras` among them), or that disagree.
     """
     import keras
 
@@ -37,10 +80,11 @@ def load_run(run, runs_dir="runs"):
         raise rf.RunError(f"the run's config does not check: {error}") from None
     run_info = rf.read_json(folder, rf.RUN_FILE, required=False) or {}
     path = os.path.join(folder, rf.MODEL_FILE)
+    _check_model_file(path)
     try:
         serving = keras.models.load_model(path)
         run_model = RunModel.from_serving(serving, config, run_info.get("classes"))
-    except (OSError, ValueError, TypeError) as error:
+    except (OSError, ValueError, TypeError, zipfile.BadZipFile) as error:
         raise rf.RunError(f"{path!r} is not a run model that loads: {error}") from None
     return folder, run_model
 
@@ -66,7 +110,8 @@ def evaluate_run(run, runs_dir="runs", manifest=None, verbose=True):
 
     Raises:
         RunNotFoundError: for a missing run, model or config file.
-        RunError: for a model or config that cannot be read.
+        RunError: for a model or config that cannot be read, or (without `manifest`) a
+            run folder that cannot be written.
         ManifestError: for a manifest that does not fit the run.
     """
     from mmrep.job import run_folder as rf
@@ -74,6 +119,14 @@ def evaluate_run(run, runs_dir="runs", manifest=None, verbose=True):
     from mmrep.job.data import RunData
     from mmrep.job.metrics import evaluate
 
+    if manifest is None:
+        folder = rf.resolve_run(run, runs_dir)
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise rf.RunError(
+                f"the run folder {folder!r} cannot be written (evaluate rewrites "
+                f"{rf.METRICS_FILE} and the plots there): copy it somewhere you can write, "
+                "or pass --manifest to evaluate without writing"
+            )
     folder, run_model = load_run(run, runs_dir)
     config = run_model.config
     limit = config["train"]["limit"]

@@ -1,12 +1,15 @@
 """The main job's PNG plots: training curves, an embedding projection, retrieval examples.
 
-Drawn with matplotlib's non-interactive Agg backend (no display needed).
+Drawn with matplotlib's non-interactive Agg backend (no display needed); each PNG is
+written atomically (`mmrep.utils.atomic_write`).
 """
 
 import os
 import textwrap
 
 import numpy as np
+
+from mmrep.utils.atomic_write import atomic_write
 
 CURVES_FILE = "training_curves.png"
 PROJECTION_FILE = "embedding_projection.png"
@@ -20,6 +23,15 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(plt, figure, path):
+    """Writes `figure` to `path` as a PNG, atomically, and closes it."""
+    try:
+        with atomic_write(path, "wb") as f:
+            figure.savefig(f, format="png", dpi=100)
+    finally:
+        plt.close(figure)
 
 
 def _curve_keys(history):
@@ -57,8 +69,7 @@ def training_curves(history, path):
             axis.legend()
     figure.suptitle("Training curves (modality dropout in both splits)")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    _save(plt, figure, path)
     return path
 
 
@@ -114,8 +125,7 @@ def embedding_projection(embeddings, labels, path, seed=0, title=None, class_nam
     axis.set_yticks([])
     axis.set_title(title or "t-SNE of the fused embeddings")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    _save(plt, figure, path)
     return path
 
 
@@ -182,8 +192,7 @@ def retrieval_examples(
             axis.set_title(("right" if right else "wrong") + shown, fontsize=8, color=colour)
     figure.suptitle(f"Text -> image retrieval: top {k} images per caption")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    _save(plt, figure, path)
     return path
 
 

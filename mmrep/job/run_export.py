@@ -29,17 +29,23 @@ def export_run(
         RunNotFoundError: (a `RunError` and `FileNotFoundError`) for a missing run or
             model file.
         RunError: for a model or config that cannot be read.
+        ServingError: for an `export_dir` that is a file (or under one) or cannot be
+            written; checked before the model is loaded.
         FileExistsError: (from `export_saved_model`) when the version exists and
             `overwrite` is `False`.
     """
     from mmrep.export import export_saved_model
+    from mmrep.export.versions import check_destination
+    from mmrep.job import run_folder as rf
     from mmrep.job.evaluate import load_run
 
-    folder, run_model = load_run(run, runs_dir)
-    name = os.path.basename(os.path.normpath(os.path.abspath(folder)))
+    name = os.path.basename(os.path.normpath(os.path.abspath(rf.resolve_run(run, runs_dir))))
+    base = os.path.join(os.fspath(export_dir), name)
+    check_destination(base, version, overwrite)  # before the model is loaded
+    _, run_model = load_run(run, runs_dir)
     return export_saved_model(
         run_model.serving,
-        os.path.join(os.fspath(export_dir), name),
+        base,
         version=version,
         embeddings=run_model.embeddings,
         overwrite=overwrite,

@@ -71,20 +71,27 @@ def train_run(config, *, runs_dir="runs", verbose="auto"):
     Raises:
         ConfigError: for a config that does not check; `ManifestError` for manifests
             that cannot be read; the encoders' errors for weights that cannot be found.
+        RunError: for a `runs_dir` that is a file (or under one) or cannot be written.
+        ServingError: with `[export] enabled`, for an `export.dir` that is a file (or
+            under one) or cannot be written. Both are checked before any work.
     """
     import keras
 
+    from mmrep.export.versions import check_destination
     from mmrep.job import run_folder as rf
     from mmrep.job.config import config_to_toml, recheck
     from mmrep.job.data import RunData
     from mmrep.job.metrics import evaluate
     from mmrep.job.model import build_run_model, has_classifier
     from mmrep.training import select_strategy
+    from mmrep.utils.atomic_write import atomic_write
 
     config = recheck(config)
     name = config["name"]
     options = _options(config)
     total_start = time.perf_counter()
+    if config["export"]["enabled"]:
+        check_destination(os.path.join(config["export"]["dir"], name), None)
     temporary = rf.new_run_folder(runs_dir, name)
     previous_policy = keras.config.dtype_policy()
     try:
@@ -112,8 +119,9 @@ def train_run(config, *, runs_dir="runs", verbose="auto"):
             f"modality dropout {train['modality_dropout']}, {options}"
         )
         history, seconds = _fit(run_model, data, strategy, verbose)
-        run_model.serving.save(os.path.join(temporary, rf.MODEL_FILE))
-        with open(os.path.join(temporary, rf.CONFIG_FILE), "w", encoding="utf-8") as f:
+        with atomic_write(os.path.join(temporary, rf.MODEL_FILE), mode=None) as path:
+            run_model.serving.save(path)  # the temporary path keeps the ".keras" suffix
+        with atomic_write(os.path.join(temporary, rf.CONFIG_FILE), encoding="utf-8") as f:
             f.write(config_to_toml(config))
         rf.write_json(temporary, rf.HISTORY_FILE, history)
         evaluate(run_model, data, limit=train["limit"], folder=temporary, history=history)

@@ -129,6 +129,55 @@ def test_resolve_saved_model_takes_a_version_or_the_largest_of_a_base(tmp_path):
         resolve_saved_model(str(tmp_path / "empty"))
 
 
+def pid_of(alive):
+    """A process id: of a process that is running (killed at the end), or of one that ended."""
+    import subprocess
+    import sys
+
+    code = "import time; time.sleep(60)" if alive else "pass"
+    process = subprocess.Popen([sys.executable, "-c", code])
+    if not alive:
+        process.wait()
+    return process
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the pid check is POSIX only")
+def test_temporary_folders_of_killed_exports_are_removed_by_the_next_export(tmp_path):
+    from mmrep.utils.atomic_write import writer_tag
+
+    base = tmp_path / "base"
+    base.mkdir()
+    live = pid_of(alive=True)
+    try:
+        killed = base / f".mmrep-export-1-{writer_tag(pid_of(alive=False).pid)}"
+        writing = base / f".mmrep-export-2-{writer_tag(live.pid)}"
+        for temp in (killed, writing):
+            (temp / "variables").mkdir(parents=True)
+            (temp / "saved_model.pb").write_bytes(b"half")
+        # Readers see no version in them, and refuse one named directly.
+        assert numeric_versions(str(base)) == []
+        with pytest.raises(ModelNotFoundError, match="holds no SavedModel"):
+            resolve_saved_model(str(base))
+        with pytest.raises(ModelNotFoundError, match="unfinished export"):
+            resolve_saved_model(str(writing))
+        folder = export_saved_model(tiny_model(), str(base), verbose=False)
+        assert folder == str(base / "1")
+        # The dead writer's folder is gone; the running writer's is kept.
+        assert sorted(os.listdir(base)) == sorted(["1", writing.name])
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_an_export_folder_that_cannot_be_made_is_one_serving_error(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for path in (afile, afile / "sub" / "base"):
+        with pytest.raises(ServingError, match=f"{afile}.*a file"):
+            export_saved_model(tiny_model(), str(path), verbose=False)
+    assert afile.read_text() == "x"
+
+
 @pytest.mark.parametrize("version", [0, -1, True, "2", 1.0])
 def test_version_must_be_a_positive_int(tmp_path, version):
     with pytest.raises(ServingError, match="Expected `version` to be a positive int"):

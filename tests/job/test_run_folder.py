@@ -60,3 +60,46 @@ def test_lookup_errors_name_the_folder_and_its_contents(tmp_path):
     with pytest.raises(rf.RunNotFoundError, match=r"history\.json' is missing"):
         rf.read_json(str(runs / "a"), "history.json")
     assert issubclass(rf.RunError, ValueError)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the pid check is POSIX only")
+def test_a_killed_training_s_temporary_folder_is_removed_by_the_next(tmp_path):
+    import subprocess
+    import sys
+
+    from mmrep.utils.atomic_write import writer_tag
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        killed = runs / f".r.tmp-{writer_tag(ended.pid)}"
+        training = runs / f".r.tmp-{writer_tag(running.pid)}"
+        other = runs / f".s.tmp-{writer_tag(ended.pid)}"  # another run's: its own next run
+        for folder in (killed, training, other):
+            folder.mkdir()
+            (folder / "model.keras").write_text("half")
+        new = rf.new_run_folder(str(runs), "r")
+        assert sorted(os.listdir(runs)) == sorted(
+            [os.path.basename(new), training.name, other.name]
+        )
+    finally:
+        running.kill()
+        running.wait()
+
+
+def test_a_runs_folder_that_is_a_file_is_refused(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(rf.RunError, match=r"'.*afile' is a file; expected a folder"):
+        rf.new_run_folder(str(afile), "r")
+    with pytest.raises(rf.RunError, match=r"'.*afile/sub' lies under '.*afile', which is a file"):
+        rf.new_run_folder(str(afile / "sub"), "r")
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "r").mkdir()
+    (runs / "r" / "model.keras").mkdir()
+    with pytest.raises(rf.RunError, match=r"model\.keras' is a folder"):
+        rf.resolve_run("r", str(runs))

@@ -226,7 +226,7 @@ def test_missing_runs_are_clear_errors(run, tmp_path):
     with pytest.raises(RunError, match=r"has no model\.keras \(it holds: config\.toml\)"):
         evaluate_run(str(half))
     (half / "model.keras").write_text("not a zip")
-    with pytest.raises(RunError, match="is not a run model that loads"):
+    with pytest.raises(RunError, match=r"model\.keras' is not a complete \.keras file"):
         evaluate_run(str(half))
     (half / rf.CONFIG_FILE).write_text('task = "everything"\n')
     with pytest.raises(RunError, match=r"the run's config does not check: .*`task`"):
