@@ -8,12 +8,20 @@ the signature's input names from the `TensorSpec` names and its output names fro
 returned dict's keys. An embedding model has one modality input and may take its
 padding beside it, as inputs named after it: `<input>_length` (integer `[B]`) and
 `<input>_frame_mask` (bool `[B, T]`), the keys `mmrep.data.from_manifest` emits.
+
+A model's `presence` input (`[B, M]`, 1 present, 0 missing) is checked by its serving
+function before the model runs: values other than 0 and 1, or another number of rows
+than the other inputs' batch, fail the call with `InvalidArgumentError` (in-graph
+assertions). Keeping a missing modality's values from its encoder is the model's part:
+the main job's model gates them (`mmrep.job.graph_layers.PresenceGate`).
 """
 
 import re
 
 import keras
 import tensorflow as tf
+
+from mmrep.utils.value_checks import checked_flags
 
 # TensorFlow's rule for the names of signature inputs and outputs.
 _SIGNATURE_NAME = re.compile(r"^[A-Za-z0-9.][A-Za-z0-9_.\-]*$")
@@ -123,9 +131,44 @@ def serving_function(model):
 
     @tf.function(input_signature=[specs])
     def serve(inputs):
+        inputs = checked_presence(inputs)
         return named_outputs(model(_feed(kind, names, inputs), training=False))
 
     return serve
+
+
+PRESENCE = "presence"
+
+
+def checked_presence(inputs):
+    """Named inputs with their `presence` (if any) checked: 0 or 1, one row per example.
+
+    A `presence` of another batch size than the other inputs would broadcast (one row) or
+    pair examples with the wrong flags; a value such as 0.5 or NaN is neither present nor
+    missing. Both are in-graph assertions (`InvalidArgumentError` when the signature runs;
+    XLA compiles assertions away). A bool presence is only checked for its batch size.
+
+    Args:
+        inputs: dict `{name: tensor}` of a signature's inputs.
+
+    Returns:
+        The dict, `presence` replaced by the checked tensor.
+    """
+    presence = inputs.get(PRESENCE)
+    if presence is None:
+        return inputs
+    checks = [
+        tf.debugging.assert_equal(
+            tf.shape(presence)[0],
+            tf.shape(tensor)[0],
+            message=f"`presence` must have one row per example of the input {name!r}",
+        )
+        for name, tensor in inputs.items()
+        if name != PRESENCE
+    ]
+    with tf.control_dependencies(checks):
+        presence = tf.identity(presence)
+    return {**inputs, PRESENCE: checked_flags(presence, "serving_default", "`presence` values")}
 
 
 # Padding inputs: an embedding model may take, beside its modality input `x`, the

@@ -1,13 +1,17 @@
-"""Small glue layers of the main job's graph: presence columns, constants, a masked mean.
+"""Small glue layers of the main job's graph: presence columns and gates, constants, a
+masked mean.
 
 They keep the job's models plain functional graphs of registered layers, so that a saved
 `model.keras` reloads with `keras.models.load_model` and nothing but mmrep imported.
 """
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from mmrep.utils.arguments import is_int
+from mmrep.utils.masks import as_bool_mask
+from mmrep.utils.value_checks import checked_flags
 
 
 def _check_rank2(layer, name, shape):
@@ -212,3 +216,107 @@ class LengthFloor(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "minimum": self.minimum}
+
+
+@keras.saving.register_keras_serializable(package="mmrep")
+class PresenceGate(keras.layers.Layer):
+    """A modality's inputs with the rows of the examples that lack it replaced by zeros.
+
+    The presence-mask contract: a missing modality's values are never read. An encoder
+    reads every row it is given, and checks it (finite samples, pixels in range, ids in
+    the vocabulary), so this layer stands between a model's inputs and a modality's
+    encoder: where the modality's presence column is 0, each of its inputs becomes zeros
+    (numbers), `False` (masks) or `""` (strings). NaN, infinities, int16-scale audio,
+    lengths or ids out of range in such a row then reach neither the encoder's checks,
+    nor its batch statistics, nor an output or a gradient; the encoder computes what it
+    would on zeros there, and the fusion leaves those rows out anyway.
+
+    The column itself is checked: its values must be 0 or 1 (0.5 or NaN is an error, not
+    "present"), and the presence must have one row per example of the inputs (a `[1, M]`
+    presence would otherwise broadcast over a batch). Eagerly a `ValueError`; in a graph
+    an in-graph assertion (`InvalidArgumentError` when run; XLA compiles it away).
+
+    Args:
+        column: int. The modality's column of the presence mask.
+        **kwargs: Base layer keyword arguments, such as `name`.
+
+    Call arguments:
+        inputs: a tensor `[B, ...]` or a flat dict of them: what the modality's encoder
+            reads (a waveform and its lengths, frames and their mask, strings or ids).
+            A gate shared by several functional graphs is best called on one tensor at
+            a time: Keras loses track of a layer's outputs when a later call gives it
+            another structure.
+        presence: `[B, M]`, float 0/1 or bool, `M > column`.
+
+    Returns:
+        `inputs`' structure, each tensor of its own shape and dtype.
+
+    Raises:
+        ValueError: for a `column` that is not an int >= 0, a presence that is not
+            `[B, M]` with `M > column`, another batch size than the inputs', or (eagerly)
+            values other than 0 and 1.
+
+    Example:
+
+    >>> gate = PresenceGate(1)
+    >>> audio = np.array([[0.1, 0.2], [np.nan, 9e3]], "float32")
+    >>> gated = gate(audio, presence=np.array([[1, 1], [1, 0]], "float32"))
+    >>> gated.numpy()[1].tolist()
+    [0.0, 0.0]
+    """
+
+    def __init__(self, column, **kwargs):
+        super().__init__(**kwargs)
+        if not is_int(column, 0):
+            raise ValueError(f"Expected `column` to be an int >= 0. Received: column={column!r}")
+        self.column = int(column)
+        # Inputs keep their dtypes (uint8 pixels, strings, int lengths): no autocast.
+        self.autocast = False
+
+    def _check_presence_shape(self, shape):
+        _check_rank2(self, "presence", shape)
+        if shape[-1] is not None and self.column >= shape[-1]:
+            raise ValueError(
+                f"{self.name}: column {self.column} does not exist in a presence of "
+                f"{shape[-1]} columns. Received: shape={tuple(shape)}"
+            )
+
+    def _present(self, presence):
+        self._check_presence_shape(presence.shape)
+        flags = presence[:, self.column]
+        what = f"presence flags (column {self.column})"
+        return as_bool_mask(checked_flags(flags, self.name, what))
+
+    def _check_batch(self, x, present):
+        expected, received = x.shape[0], present.shape[0]
+        if expected is not None and received is not None:
+            if expected != received:
+                raise ValueError(
+                    f"{self.name}: expected `presence` with one row per example ({expected} "
+                    f"examples). Received {received} rows"
+                )
+            return x
+        check = tf.debugging.assert_equal(
+            tf.shape(present)[0],
+            tf.shape(x)[0],
+            message=f"{self.name}: `presence` must have one row per example of the inputs",
+        )
+        with tf.control_dependencies([check]):
+            return tf.identity(x)
+
+    def call(self, inputs, presence):
+        present = self._present(tf.convert_to_tensor(presence))
+
+        def gate(x):
+            x = self._check_batch(tf.convert_to_tensor(x), present)
+            keep = tf.reshape(present, [-1] + [1] * (len(x.shape) - 1))
+            return tf.where(keep, x, tf.zeros_like(x))
+
+        return keras.tree.map_structure(gate, inputs)
+
+    def compute_output_spec(self, inputs, presence):
+        self._check_presence_shape(presence.shape)
+        return keras.tree.map_structure(lambda x: keras.KerasTensor(x.shape, dtype=x.dtype), inputs)
+
+    def get_config(self):
+        return {**super().get_config(), "column": self.column}

@@ -14,6 +14,11 @@ models on them, all sharing weights:
 - `embeddings`: one model per modality, the serving model with only that modality
   present, so every modality embeds into the fused space (`embedding_model`).
 
+In the training and serving models a modality's inputs pass a `PresenceGate`
+(`<m>_presence_gate`) before its encoder: in the rows where the presence is 0 they are
+zeros, so a missing modality's values (NaN, int16-scale audio, garbage lengths or ids)
+are never read, nor checked, and the presence is checked (0 or 1, one row per example).
+
 The graph is a function of the layers alone (`wire`), looked up by name, so a reloaded
 `model.keras` gives back the per-modality models (`RunModel.from_serving`).
 """
@@ -29,7 +34,7 @@ from mmrep.job.fusion_stage import (
     wire_fusion,
     wire_head,
 )
-from mmrep.job.graph_layers import BatchConstant
+from mmrep.job.graph_layers import BatchConstant, PresenceGate
 
 
 class RunModel:
@@ -141,6 +146,8 @@ def _make_layers(config, num_classes, captions):
     fusion, vector_dim = config["fusion"], config["fusion"]["vector_dim"]
     modalities = list(config["modalities"])
     layers = make_encoder_layers(config["modalities"], vector_dim, captions)
+    for column, m in enumerate(modalities):
+        layers[f"{m}_presence_gate"] = PresenceGate(column, name=f"{m}_presence_gate")
     layers.update(
         make_fusion_layers(fusion["kind"], modalities, vector_dim, fusion["dim"], config["seed"])
     )
@@ -159,6 +166,24 @@ def _vectors(layers, config, inputs):
         name: encode(layers, name, table["kind"], inputs)
         for name, table in config["modalities"].items()
     }
+
+
+def _gated(layers, config, inputs, presence):
+    """`inputs` with each modality's entries zero in the rows where it is absent.
+
+    Every entry an encoder reads (`modality_inputs`: a waveform and its lengths, frames
+    and their mask, strings or ids and their mask) goes through the modality's
+    `PresenceGate`, so no encoder reads, or asserts on, a missing modality's values.
+    """
+    gated = dict(inputs)
+    for name, table in config["modalities"].items():
+        gate = layers[f"{name}_presence_gate"]
+        # One tensor per call: the gate is shared by the serving and training graphs,
+        # whose text entries differ (strings, or ids and mask), and a Keras layer called
+        # again on another structure loses track of its outputs.
+        for key in modality_inputs(inputs, name, table["kind"]):
+            gated[key] = gate(inputs[key], presence)
+    return gated
 
 
 def embedding_model(layers, config, modality, name="run"):
@@ -266,12 +291,16 @@ def build_run_model(config, *, classes=None, captions=None):
     presence = keras.Input((len(config["modalities"]),), dtype="float32", name="presence")
 
     raw = {**model_inputs(config["modalities"], serving=True), "presence": presence}
-    served = wire(layers, config, _vectors(layers, config, raw), presence)
+    served = wire(
+        layers, config, _vectors(layers, config, _gated(layers, config, raw, presence)), presence
+    )
     served.pop("coordinated", None)
     serving = keras.Model(raw, served, name=name)
 
     ids = {**model_inputs(config["modalities"], serving=False), "presence": presence}
-    trained = wire(layers, config, _vectors(layers, config, ids), presence)
+    trained = wire(
+        layers, config, _vectors(layers, config, _gated(layers, config, ids, presence)), presence
+    )
     outputs = {k: v for k, v in trained.items() if k != "coordinated"}
     pairs = ()
     if has_pair_loss(config):

@@ -1,4 +1,9 @@
-"""Refusing NaN or Inf inputs: a clear error eagerly, an in-graph assert when traced."""
+"""Refusing NaN or Inf inputs: a clear error eagerly, an in-graph assert when traced.
+
+Values outside a declared range, floats that should be whole ids and presence flags
+other than 0/1 are refused the same way by `mmrep.utils.value_checks`; XLA compiles the
+in-graph assertions of both away (`jit_compile=True`).
+"""
 
 import keras
 import numpy as np

@@ -10,7 +10,13 @@ import numpy as np
 
 from mmrep.fusion import CoordinatedEmbedding
 from mmrep.job.encoders import PaddingMask
-from mmrep.job.graph_layers import BatchConstant, LengthFloor, PresentMean, SelectColumns
+from mmrep.job.graph_layers import (
+    BatchConstant,
+    LengthFloor,
+    PresenceGate,
+    PresentMean,
+    SelectColumns,
+)
 from mmrep.job.trainer import JobTrainer
 from tests.harness import LayerCase
 
@@ -20,6 +26,13 @@ _PRESENCE = np.array([[1, 1, 0], [1, 0, 1], [0, 0, 1], [1, 1, 1]], "float32")
 def _embeddings():
     rng = np.random.default_rng(0)
     return {m: rng.standard_normal((4, 5)).astype("float32") for m in ("a", "b", "c")}
+
+
+def _clip_with_nan_where_absent():
+    """A waveform and its lengths; row 0, absent in column 2 of `_PRESENCE`, is garbage."""
+    waveform = np.random.default_rng(2).uniform(-1, 1, (4, 6)).astype("float32")
+    waveform[0] = np.nan
+    return {"waveform": waveform, "lengths": np.array([-7, 6, 3, 6], "int32")}
 
 
 def trainer_network():
@@ -114,6 +127,20 @@ JOB_CASES = [
         make_inputs=_embeddings,
         make_call_tensors=lambda: {"presence": _PRESENCE},
         expected_output_shape=(4, 5),
+    ),
+    LayerCase(
+        name="job_presence_gate",
+        layer_cls=PresenceGate,
+        init_kwargs={"column": 2},
+        make_inputs=_clip_with_nan_where_absent,
+        make_call_tensors=lambda: {"presence": _PRESENCE},
+        expected_output_shape={"waveform": (4, 6), "lengths": (4,)},
+        expected_output_dtype={"waveform": "float32", "lengths": "int32"},
+        # The inputs keep their dtypes under every policy (no autocast).
+        mixed_output_dtype="float32",
+        not_applicable={
+            "distributed": "no weights to train; the SGD step compared across replicas needs some",
+        },
     ),
     LayerCase(
         name="job_trainer_coordinated_pair",

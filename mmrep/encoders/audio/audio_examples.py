@@ -57,7 +57,9 @@ class AudioExamples(keras.layers.Layer):
         **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
 
     Call arguments:
-        inputs: `[B, S]` waveform, floating in [-1, 1] or int16 (see `LogMelSpectrogram`).
+        inputs: `[B, S]` waveform, floating in [-1, 1] or int16 (see `LogMelSpectrogram`;
+            samples past a clip's `lengths` are not read, the others must be finite and
+            within `MAX_ABS_SAMPLE` = 2 in magnitude).
         lengths: optional integer `[B]`, the samples of each clip (`1 <= lengths <= S`).
             `None` means every clip has `S` samples.
         sample_rate: optional int; a rate other than the frontend's is an error.
@@ -120,7 +122,7 @@ class AudioExamples(keras.layers.Layer):
                 waveform,
                 [
                     checks.samples_assert(self, waveform, need, what),
-                    checks.finite_assert(self, waveform),
+                    checks.sample_values_assert(self, waveform),
                 ],
             )
             lengths = tf.fill(tf.shape(waveform)[:1], num_samples)
@@ -140,7 +142,7 @@ class AudioExamples(keras.layers.Layer):
             # (NaN included), so a short clip's frames equal those of the clip alone.
             inside = tf.range(num_samples)[None, :] < lengths[:, None]
             waveform = tf.where(inside, waveform, 0.0)
-            waveform = checks.with_checks(waveform, [checks.finite_assert(self, waveform)])
+            waveform = checks.with_checks(waveform, [checks.sample_values_assert(self, waveform)])
         if self.pad_short:
             waveform = self._pad_to_one_example(waveform, samples, num_samples)
 

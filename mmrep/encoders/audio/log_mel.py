@@ -77,10 +77,12 @@ class LogMelSpectrogram(keras.layers.Layer):
 
     Waveforms are float in [-1, 1] (float16/bfloat16/float64 are converted to float32),
     or int16 PCM, scaled by 1/32768 as `mmrep.preprocessing.load_audio` does; other
-    integer dtypes are refused. NaN or infinite samples, and clips shorter than one
-    window, are errors, checked in the graph, so also in an exported SavedModel (the
-    finite check costs about 5% of the frontend's time). XLA compiles such assertions
-    away: under `jit_compile=True` (Keras's default for `fit` on a GPU) they do not run.
+    integer dtypes are refused. NaN or infinite samples, float samples beyond
+    `waveform_checks.MAX_ABS_SAMPLE` (2) in magnitude (int16 units held as floats), and
+    clips shorter than one window, are errors, checked in the graph, so also in an
+    exported SavedModel (the sample check, one reduction, costs about 5% of the
+    frontend's time). XLA compiles such assertions away: under `jit_compile=True`
+    (Keras's default for `fit` on a GPU) they do not run.
 
     Args:
         sample_rate: int. Sample rate the layer expects, in Hz. Defaults to `16000`.

@@ -65,7 +65,8 @@ class VGGish(keras.layers.Layer):
 
     Call arguments:
         inputs: `[B, S]` waveform (floating in [-1, 1], or int16) or `[B, E, 96, 64]`
-            log-mel examples.
+            log-mel examples. NaN or infinite samples, and float samples beyond 2 in
+            magnitude (int16 units held as floats), are errors (see `AudioExamples`).
         lengths: optional integer `[B]`, samples per clip of a padded waveform batch.
         example_mask: optional `[B, E]`, bool or numeric (non-zero: valid), the valid
             examples of an examples input. `None`: all valid.

@@ -1,10 +1,12 @@
 """Argument and waveform checks shared by the audio layers.
 
 Checks on values only known when the graph runs (the number of samples of a batch traced
-with an unknown length, NaN samples, per-clip lengths) are `tf.debugging.Assert` ops, so
-they hold in a `tf.function` and in an exported SavedModel too; eagerly they raise
-`tf.errors.InvalidArgumentError` at once. What is known while tracing raises `ValueError`
-or `TypeError` there.
+with an unknown length, NaN samples, samples beyond `MAX_ABS_SAMPLE`, per-clip lengths)
+are `tf.debugging.Assert` ops, so they hold in a `tf.function` and in an exported
+SavedModel too; eagerly they raise `tf.errors.InvalidArgumentError` at once, except
+samples beyond `MAX_ABS_SAMPLE`, a `ValueError`. What is known while tracing raises
+`ValueError` or `TypeError` there. XLA compiles assertions away: under `jit_compile=True`
+these checks do not run.
 """
 
 import numbers
@@ -15,6 +17,11 @@ import tensorflow as tf
 from mmrep.utils.arguments import is_int
 
 INT16_SCALE = 1.0 / 32768.0
+# A floating waveform is in [-1, 1]; samples are accepted up to this magnitude, since
+# resampling a clipped clip overshoots 1 by a few percent and two summed clips reach 2.
+# Floats still in int16 units (PCM not divided by 32768) have peaks in the hundreds or
+# thousands, and are refused.
+MAX_ABS_SAMPLE = 2.0
 
 
 def check_number(name, value):
@@ -88,14 +95,61 @@ def samples_assert(layer, waveform, min_samples, what):
     return _assert(count >= min_samples, message, count)
 
 
-def finite_assert(layer, waveform):
-    """An in-graph assert that every sample is finite, reporting how many are not."""
-    bad = tf.reduce_sum(tf.cast(tf.logical_not(tf.math.is_finite(waveform)), "int32"))
-    return _assert(
-        tf.equal(bad, 0),
-        f"{layer.name}: expected finite waveform samples. Received NaN or infinite samples, count:",
-        bad,
+def sample_values_assert(layer, waveform):
+    """A check that every sample is finite and within `MAX_ABS_SAMPLE` in magnitude.
+
+    One reduction (whether all samples are within the bound, which NaN is not) when the
+    samples are good; what a failing check reports is computed only then. NaN or
+    infinite samples raise `InvalidArgumentError` with their count; finite samples beyond
+    the bound (int16 units given as floats) raise `ValueError` eagerly, naming the largest
+    magnitude. In a graph both are in-graph assertions (`InvalidArgumentError` when run).
+
+    Returns:
+        `None` eagerly (after raising for bad samples), else a tensor to depend on.
+    """
+    # `all(|x| <= bound)`, not `any(not |x| <= bound)`: Grappler rewrites `not (a <= b)`
+    # as `a > b`, which NaN fails too.
+    good = tf.reduce_all(tf.abs(waveform) <= MAX_ABS_SAMPLE)
+    finite_message = (
+        f"{layer.name}: expected finite waveform samples. Received NaN or infinite samples, count:"
     )
+    range_message = (
+        f"{layer.name}: expected waveform samples in [-{MAX_ABS_SAMPLE:g}, "
+        f"{MAX_ABS_SAMPLE:g}] (floating audio is in [-1, 1]; divide int16 PCM held as "
+        "floats by 32768, or pass it as int16). Received max |sample|"
+    )
+
+    def non_finite():
+        return tf.reduce_sum(tf.cast(tf.logical_not(tf.math.is_finite(waveform)), "int32"))
+
+    def outside():
+        within = tf.reduce_sum(tf.cast(tf.abs(waveform) <= MAX_ABS_SAMPLE, "int32"))
+        return tf.size(waveform) - within
+
+    if tf.executing_eagerly():
+        if not bool(good):
+            _assert(tf.equal(non_finite(), 0), finite_message, non_finite())
+            peak = float(tf.reduce_max(tf.abs(waveform)))
+            raise ValueError(f"{range_message} {peak:g}; {int(outside())} samples outside")
+        return None
+
+    def passed():
+        return tf.identity(good)
+
+    def failed():
+        count = non_finite()
+        finite = tf.debugging.Assert(tf.equal(count, 0), [finite_message, count])
+        with tf.control_dependencies([finite]):
+            peak = tf.reduce_max(tf.abs(waveform))
+            bounded = tf.debugging.Assert(
+                peak <= MAX_ABS_SAMPLE,
+                [f"{range_message}:", peak, "samples outside:", outside()],
+            )
+        with tf.control_dependencies([bounded]):
+            return tf.identity(good)
+
+    # The details are computed in the failing branch only.
+    return tf.cond(good, passed, failed)
 
 
 def assert_waveform(layer, waveform, min_samples):
@@ -103,7 +157,7 @@ def assert_waveform(layer, waveform, min_samples):
     what = f"one {1000 * min_samples / layer.sample_rate:g} ms window"
     return with_checks(
         waveform,
-        [samples_assert(layer, waveform, min_samples, what), finite_assert(layer, waveform)],
+        [samples_assert(layer, waveform, min_samples, what), sample_values_assert(layer, waveform)],
     )
 
 

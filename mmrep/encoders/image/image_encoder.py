@@ -6,8 +6,13 @@ from keras import ops
 from mmrep.encoders.image import backbones as bb
 from mmrep.encoders.image.image_weights import load_backbone_weights, resolve_weights
 from mmrep.utils.arguments import is_int
+from mmrep.utils.value_checks import checked_range
 
 _POOLINGS = (None, "avg", "max")
+# Floating pixels may overshoot `value_range` by this fraction of its width on either side
+# (bicubic or Lanczos resampling, noise augmentation); a wrong scale or offset (0..255
+# given for 0..1, -1..1 for 0..1) lands far outside and is refused.
+VALUE_RANGE_TOLERANCE = 0.1
 
 
 @keras.saving.register_keras_serializable(package="mmrep")
@@ -61,8 +66,10 @@ class ImageEncoder(keras.layers.Layer):
             for keras.applications, 32 for `small_cnn`). The size images are resized to.
             Defaults to `None`.
         value_range: `(low, high)`. The range of floating inputs, mapped linearly to
-            0..255 (not clipped); uint8 inputs are always 0..255. Defaults to
-            `(0.0, 255.0)`.
+            0..255 (not clipped); uint8 inputs are always 0..255. Floating pixels more
+            than 10% of its width outside it (`VALUE_RANGE_TOLERANCE`), or NaN, are an
+            error: a `ValueError` eagerly, an in-graph assertion in a `tf.function` or
+            SavedModel (compiled away under XLA). Defaults to `(0.0, 255.0)`.
         trainable_blocks: int or `None`. How many blocks, counted from the top, are
             trainable; `None` for all, `0` for none. Defaults to `None`.
         freeze_batchnorm: bool or `None`. Keep every BatchNormalization frozen and in
@@ -89,7 +96,7 @@ class ImageEncoder(keras.layers.Layer):
             `value_range`, `trainable_blocks` or `backbone_kwargs`, a URL as
             `weights`, `"imagenet"` for a backbone without ImageNet weights; when
             called, images that are not of rank 4 or not of 1 or 3
-            channels.
+            channels, and (eagerly) floating pixels outside `value_range`.
         TypeError: when called, images neither uint8 nor floating (e.g. string, bool).
         FileNotFoundError: if `weights` names no file.
         ImageWeightsError: if the file holds other weights, or `"imagenet"` weights are
@@ -296,6 +303,11 @@ class ImageEncoder(keras.layers.Layer):
         Returns:
             The images mapped to 0..255, repeated to RGB if greyscale, resized to
             `image_size`, then passed through the backbone's preprocessing.
+
+        Raises:
+            ValueError: eagerly, for floating pixels outside `value_range` (widened by
+                `VALUE_RANGE_TOLERANCE` of its width) or NaN; in a graph, an in-graph
+                assertion raises `InvalidArgumentError` instead.
         """
         if not ops.is_tensor(images):
             images = ops.convert_to_tensor(images)
@@ -303,6 +315,17 @@ class ImageEncoder(keras.layers.Layer):
         dtype = keras.backend.standardize_dtype(images.dtype)
         x = ops.cast(images, "float32")
         low, high = self.value_range
+        if dtype != "uint8":
+            slack = VALUE_RANGE_TOLERANCE * (high - low)
+            x = checked_range(
+                x,
+                self.name,
+                low - slack,
+                high + slack,
+                what="floating pixels",
+                why=f" (value_range={self.value_range} widened by "
+                f"{VALUE_RANGE_TOLERANCE:.0%} of its width)",
+            )
         if dtype != "uint8" and (low, high) != (0.0, 255.0):
             x = (x - low) * (255.0 / (high - low))
         if images.shape[-1] == 1:

@@ -5,6 +5,7 @@ from keras import ops
 
 from mmrep.encoders.text.bert_layers import BertEmbedding, BertTransformerBlock, _initializer
 from mmrep.utils.arguments import check_int, is_int
+from mmrep.utils.value_checks import checked_whole
 
 _POOLINGS = (None, "cls", "pooled", "mean")
 INPUT_KEYS = ("token_ids", "padding_mask", "segment_ids")
@@ -57,7 +58,12 @@ class BertEncoder(keras.layers.Layer):
     Call arguments:
         inputs: dict with `"token_ids"` and `"padding_mask"` (`[B, T]`, non-zero for real
             tokens), and optionally `"segment_ids"` (`[B, T]`, zeros when absent): what
-            `mmrep.encoders.TextTokenizer` and `WordPieceTokenizer` return.
+            `mmrep.encoders.TextTokenizer` and `WordPieceTokenizer` return. Ids may be
+            floating if they hold whole numbers (3.7 is an error, not id 3); token ids
+            must be in `[0, vocabulary_size)` and segment ids in
+            `[0, type_vocabulary_size)`: eagerly a `ValueError` (token ids:
+            `InvalidArgumentError`), in a graph an in-graph assertion (compiled away
+            under XLA).
         training: bool. Whether dropout is active.
 
     Returns:
@@ -209,12 +215,13 @@ class BertEncoder(keras.layers.Layer):
                 f"Expected input keys {list(INPUT_KEYS)} ('segment_ids' optional). "
                 f"Missing: {missing}; unknown: {unknown}"
             )
-        token_ids = ops.cast(inputs["token_ids"], "int32")
+        token_ids = ops.cast(checked_whole(inputs["token_ids"], self.name, "token ids"), "int32")
         padding_mask = ops.cast(inputs["padding_mask"], "bool")
         segment_ids = inputs.get("segment_ids")
-        segment_ids = (
-            ops.zeros_like(token_ids) if segment_ids is None else ops.cast(segment_ids, "int32")
-        )
+        if segment_ids is None:
+            segment_ids = ops.zeros_like(token_ids)
+        else:
+            segment_ids = ops.cast(checked_whole(segment_ids, self.name, "segment ids"), "int32")
 
         x = self.embedding(token_ids, segment_ids, training=training)
         for block in self.blocks:

@@ -52,7 +52,8 @@ class BertEmbedding(keras.layers.Layer):
 
     Call arguments:
         token_ids: int tensor `[B, T]`.
-        segment_ids: int tensor `[B, T]`.
+        segment_ids: int tensor `[B, T]`, each in `[0, type_vocabulary_size)` (checked:
+            eagerly a `ValueError`, in a graph an assertion).
         training: bool. Whether dropout is active.
 
     Returns:
@@ -130,6 +131,7 @@ class BertEmbedding(keras.layers.Layer):
                 f"{self.max_position_embeddings} tokens. Received: length {length}"
             )
         token_ids = self._checked(token_ids, static_length=length)
+        segment_ids = self._checked_segments(segment_ids)
         positions = self.position_embeddings(ops.arange(ops.shape(token_ids)[1]))
         x = (
             self.word_embeddings(token_ids)
@@ -168,6 +170,25 @@ class BertEmbedding(keras.layers.Layer):
             )
         with tf.control_dependencies(checks):
             return tf.identity(token_ids)
+
+    def _checked_segments(self, segment_ids):
+        """Segment ids guarded by a check of their range, `[0, type_vocabulary_size)`.
+
+        As for token ids, a GPU would read zeros for an id past the table. Eagerly a
+        `ValueError` names the ids received; in a graph an assertion (dropped by XLA).
+        """
+        if keras.backend.backend() != "tensorflow":
+            return segment_ids
+        from mmrep.utils.value_checks import checked_range
+
+        return checked_range(
+            segment_ids,
+            self.name,
+            0,
+            self.type_vocabulary_size - 1,
+            what="segment ids",
+            why=f" (type_vocabulary_size={self.type_vocabulary_size})",
+        )
 
     def compute_output_shape(self, token_ids_shape, segment_ids_shape=None):
         return (*token_ids_shape, self.hidden_size)

@@ -26,7 +26,8 @@ class VideoEncoder(keras.layers.Layer):
     Input is a batch of frame stacks `[B, T, H, W, C]` and an optional `frame_mask`
     `[B, T]` that marks the real frames (clips shorter than `T` are padded). Padded frames
     never reach the output: their vectors are zeros in the sequence and are left out of
-    every pooling; a clip without any real frame pools to zeros.
+    every pooling; a clip without any real frame pools to zeros. Their values are never
+    read: NaN or out-of-range pixels in a padded frame are not an error.
 
     With `skip_masked_frames=True` (the default) padded frames are not even encoded: the
     real frames of the batch are gathered, encoded as one batch and scattered back. This
@@ -140,9 +141,16 @@ class VideoEncoder(keras.layers.Layer):
         batch, time = ops.shape(frames)[0], ops.shape(frames)[1]
         mask = self._mask(frames, frame_mask)
         flat = tf.reshape(frames, tf.concat([[-1], tf.shape(frames)[2:]], axis=0))
+        flat_mask = ops.reshape(mask, (-1,))
         if frame_mask is not None and self.skip_masked_frames and not _in_xla():
-            vectors = self._encode_real_frames(flat, ops.reshape(mask, (-1,)), training)
+            vectors = self._encode_real_frames(flat, flat_mask, training)
         else:
+            if frame_mask is not None:
+                # Padded frames are encoded here but never read: zeros go in their place,
+                # so NaN or out-of-range padding reaches neither the frame encoder's
+                # checks, its batch statistics nor a gradient.
+                keep = ops.reshape(flat_mask, (-1,) + (1,) * (len(frames.shape) - 2))
+                flat = tf.where(keep, flat, tf.zeros_like(flat))
             vectors = self._encode(flat, training)
         sequence = ops.reshape(vectors, (batch, time, self.frame_dim))
         sequence = ops.where(mask[..., None], sequence, ops.zeros_like(sequence))
