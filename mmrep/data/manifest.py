@@ -1,77 +1,50 @@
 """Users' own data: a CSV or JSON Lines manifest with one column per modality.
 
-Each row names an example: file paths (relative to the manifest's folder, or absolute) for
-image, audio and video, raw text for text, and an optional label. A row may leave any
+Each row names an example: file paths (relative to the manifest's folder) for image,
+audio and video, raw text for text, and an optional label. A row may leave any
 modality empty; the example then carries a zero placeholder and a 0 in its presence mask.
-Rows are read in row order by a pool of Python threads (audio decoded mono at 16 kHz by
-soundfile and librosa's soxr resampler, video frames by PyAV up to a frame cap, image
-files read and checked for completeness), then a parallel `tf.data` map decodes images
-with `tf.io` and resizes images and frames in the graph.
+The file itself is read and checked by `mmrep.data.manifest_file` (UTF-8, one name per
+column, one cell per column, string values, integer-or-string labels, paths that stay in
+the manifest's folder). Rows are read in row order by a pool of Python threads (audio
+decoded mono at 16 kHz by soundfile and librosa's soxr resampler, video frames by PyAV up
+to a frame cap, image files read and checked for completeness and declared size; only
+regular files are opened), then a parallel `tf.data` map decodes images with `tf.io` and
+resizes images and frames in the graph.
 """
 
 import concurrent.futures
-import csv
 import itertools
-import json
 import os
 import sys
 import warnings
 
 import numpy as np
 
+from mmrep.data.manifest_file import (
+    ManifestError,
+    check_values,
+    path_bound,
+    read_labels,
+    read_manifest,
+    resolve_file,
+)
+from mmrep.data.manifest_file import is_empty as _empty
+from mmrep.data.manifest_file import read_rows as read_rows  # re-exported: the job reads rows
 from mmrep.preprocessing.audio_io import SAMPLE_RATE, load_audio
 from mmrep.preprocessing.frame_sampling import sample_frames
-from mmrep.preprocessing.image_io import decode_image, read_image_file, resize_image
+from mmrep.preprocessing.image_io import (
+    MAX_IMAGE_PIXELS,
+    check_max_image_pixels,
+    decode_image,
+    read_image_file,
+    resize_image,
+)
 from mmrep.preprocessing.video_io import read_video
+from mmrep.utils.arguments import check_int
 from mmrep.utils.modalities import MODALITY_ORDER, ordered_modalities
 
 # The kinds of file a modality column may hold.
 KINDS = MODALITY_ORDER
-
-
-class ManifestError(ValueError):
-    """A manifest row that cannot be read; the message names the row and the file."""
-
-
-def read_rows(path):
-    """The rows of a CSV (with a header) or JSON Lines manifest, as a list of dicts."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"manifest not found: {path}")
-    if path.lower().endswith((".jsonl", ".ndjson", ".json")):
-        rows = []
-        with open(path, encoding="utf-8") as f:
-            for line_number, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise ManifestError(
-                        f"{path}: line {line_number} is not JSON: {error}"
-                    ) from None
-                if not isinstance(row, dict):
-                    raise ManifestError(
-                        f"{path}: line {line_number}: expected a JSON object per line. "
-                        f"Received: {type(row).__name__}"
-                    )
-                rows.append(row)
-        return rows
-    # utf-8-sig: Excel's "CSV UTF-8" starts the file with a byte-order mark.
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames:
-            raise ManifestError(
-                f"{path}: expected a CSV header naming the columns; the file is empty"
-            )
-        rows = []
-        for row in reader:
-            if None in row:
-                raise ManifestError(
-                    f"{path}: row {len(rows) + 1} has more cells than the header {reader.fieldnames}"
-                )
-            rows.append(row)
-        return rows
 
 
 def _columns(path, rows, modalities, ignore, label="label"):
@@ -145,20 +118,30 @@ def _padding_keys(columns):
     }
 
 
-def _empty(value):
-    return value is None or (isinstance(value, str) and not value.strip())
-
-
 class _Decoder:
     """Reads one row in Python: image bytes (checked, not decoded), audio, video frames.
 
     No TensorFlow op runs here: these calls run in a pool of Python threads, and eager
     ops from several threads fight over TensorFlow's own thread pool (on 2 cores that
     halved throughput). Images are decoded and frames resized in the graph (`_finish`).
+    Paths resolve against `root`, the manifest's folder, and must lie in `bound` (the
+    folder from `from_manifest`'s `root=`, else the manifest's; `None`: anywhere).
     """
 
-    def __init__(self, root, columns, audio_samples, video_frames, max_video_frames, sampling):
+    def __init__(
+        self,
+        root,
+        columns,
+        audio_samples,
+        video_frames,
+        max_video_frames,
+        sampling,
+        *,
+        bound=None,
+        max_image_pixels=MAX_IMAGE_PIXELS,
+    ):
         self.root, self.columns = root, columns
+        self.bound, self.max_image_pixels = bound, max_image_pixels
         # Audio is decoded only as far as it is kept (a 1-hour file is not read whole).
         self.audio_seconds = None if audio_samples is None else audio_samples / SAMPLE_RATE
         self.audio_samples = audio_samples
@@ -175,9 +158,9 @@ class _Decoder:
     def decode(self, kind, value):
         if kind == "text":
             return str(value)
-        file = value if os.path.isabs(value) else os.path.join(self.root, value)
+        file = resolve_file(value, self.root, self.bound)
         if kind == "image":
-            return read_image_file(file)
+            return read_image_file(file, max_image_pixels=self.max_image_pixels)
         if kind == "audio":
             # Cropped or padded by `row`.
             return load_audio(file, SAMPLE_RATE, max_seconds=self.audio_seconds)
@@ -267,19 +250,6 @@ def _finish(columns, image_size, video_size, video_frames):
     return finish
 
 
-def _labels(path, rows, label="label"):
-    if not any(label in row for row in rows):
-        return None
-    values = [row.get(label) for row in rows]
-    missing = [i + 1 for i, v in enumerate(values) if _empty(v)]
-    if missing:
-        raise ManifestError(f"{path}: rows {missing[:10]} have no label; label every row or none")
-    try:
-        return np.array([int(v) for v in values], "int32")
-    except (TypeError, ValueError):
-        return np.array([str(v) for v in values], dtype=object)
-
-
 def from_manifest(
     path,
     *,
@@ -295,22 +265,35 @@ def from_manifest(
     video_fps=None,
     on_error="raise",
     num_parallel_reads=4,
+    rows=None,
+    row_numbers=False,
+    image_bytes=(),
+    root=None,
+    allow_outside=False,
+    max_image_pixels=MAX_IMAGE_PIXELS,
 ):
     """A `tf.data.Dataset` of decoded examples from a CSV or JSON Lines manifest.
 
     Args:
-        path: str or path. The manifest (`.csv`, or `.jsonl` / `.ndjson` / `.json` with one object
-            per line). Relative file paths in it are relative to its folder.
+        path: str or path. The manifest: UTF-8 (a byte-order mark is accepted), either
+            `.csv` with a header naming each column once and as many cells in every row,
+            or `.jsonl` / `.ndjson` / `.json` with one object per line (modality values
+            strings or null). File paths in it are relative to its folder, and must stay
+            inside it (see `root`).
         modalities: `None`, a list of columns, or a dict `{column: kind}` with kinds among
             `("image", "text", "audio", "video")`. `None` takes the columns named like a kind.
         ignore: columns to leave unread. Any other column that is neither a modality nor
             the label is an error, so nothing is dropped by accident.
-        label: str. The label column (read when the manifest has it). Defaults to
-            `"label"`.
+        label: str. The label column (read when the manifest has it): integers (JSON
+            integers, integral numbers such as `2.0`, or strings of ASCII digits: `"007"`
+            is 7) when every label is one, else strings; a fractional number, a bool, a
+            list or an object is an error. Defaults to `"label"`.
         image_size: int. Images are resized to `image_size`×`image_size` RGB uint8.
             Defaults to `224`.
-        audio_seconds: float or `None`. Crop or zero-pad audio to this length; `None` keeps
-            each clip's length (batch with `padded_batch`). Defaults to `None`.
+        audio_seconds: float or `None`. Crop or zero-pad audio to this length (only about
+            that much is decoded); `None` keeps each clip's length (batch with
+            `padded_batch`), decoding each file whole, so memory grows with the longest
+            clip (an hour of 16 kHz mono is 230 MB). Defaults to `None`.
         video_size: int. Frames are resized to `video_size`×`video_size`. Defaults to `112`.
         video_frames: int or `None`. Decode this many frames from the start, zero-padding
             shorter videos; `None` decodes up to `max_video_frames`. Defaults to `None`.
@@ -323,11 +306,33 @@ def from_manifest(
             Defaults to `"first"`.
         video_fps: positive number or `None`. The rate of `"interval"` sampling (only
             there). Defaults to `None`.
-        on_error: `"raise"` or `"skip"`. A missing, truncated or undecodable file, or a row
-            with no modality, raises a `ManifestError` naming the row and file; with
-            `"skip"` such rows are left out and, at the end of each pass, a warning lists
-            how many and which. Defaults to `"raise"`.
-        num_parallel_reads: int. Threads decoding files. Defaults to `4`.
+        on_error: `"raise"`, `"skip"` or a callable. A missing, truncated or undecodable
+            file, or a row with no modality, raises a `ManifestError` naming the row and
+            file; with `"skip"` such rows are left out and, at the end of each pass, a
+            warning lists how many and which; a callable `on_error(row, error)` is called
+            with the row number and the `ManifestError` of each such row, which is left
+            out without a warning (`mmrep embed` lists them in its report). Defaults to
+            `"raise"`.
+        num_parallel_reads: int. Threads decoding files; at most `4 * num_parallel_reads`
+            rows are decoded ahead of the one the dataset yields. Defaults to `4`.
+        rows: iterable of int or `None`. The row numbers (1-based, increasing) to read;
+            `None` reads every row. Defaults to `None`.
+        row_numbers: bool. Add `"row"` (int32, the 1-based manifest row number) to each
+            example, so results can be joined back to the manifest. Defaults to `False`.
+        image_bytes: image columns to give as the file's bytes (a `tf.string` scalar,
+            checked complete as for decoding) instead of decoded pixels, for models that
+            decode in their graph (`embed_<image>_bytes` signatures). Defaults to `()`.
+        root: str, path or `None`. A folder that file paths may lie anywhere under
+            (relative paths still resolve against the manifest's folder). `None` bounds
+            them to the manifest's folder: a path that leaves it, as written (absolute,
+            or with `..` that escapes once normalised) or through a symbolic link
+            (`os.path.realpath`), is refused with a `ManifestError` naming the row, the
+            column and the path. Defaults to `None`.
+        allow_outside: bool. Read paths anywhere (not with `root`). Defaults to `False`.
+        max_image_pixels: int or `None`. Refuse an image whose header declares more
+            pixels (width × height; read before decoding, so nothing is allocated for
+            it). `None` reads any size. Defaults to `89_478_485`, Pillow's
+            `Image.MAX_IMAGE_PIXELS`.
 
     Returns:
         An unbatched dataset of dicts: one entry per modality column (uint8 image
@@ -343,34 +348,59 @@ def from_manifest(
 
     Raises:
         FileNotFoundError: the manifest does not exist.
-        ManifestError: the manifest is malformed or has unread columns (at once), or a
-            row cannot be decoded (while iterating, with `on_error="raise"`; TensorFlow
-            re-raises it as its own error type with this message). An image file that is
+        ValueError: an argument is invalid.
+        ManifestError: the manifest is malformed (not UTF-8, a header naming a column
+            twice or not at all, a row with more or fewer cells than the header, a JSON
+            value or label of the wrong type) or has unread columns, naming the row, its
+            line and the column (at once); or a row cannot be decoded: a missing or
+            undecodable file, a path outside the folder, a path that is not a regular
+            file (a FIFO, device, socket or folder, refused before it is opened), an
+            image declaring more than `max_image_pixels` (while iterating, with
+            `on_error="raise"`; TensorFlow re-raises it as its own error type with this
+            message; `on_error` skips such rows). An image file that is
             complete in form (right signature, intact end) but corrupt inside passes the
             Python check and fails in the graph decoder, as TensorFlow's
             `InvalidArgumentError` without the row, and `on_error="skip"` cannot skip it.
     """
     import tensorflow as tf
 
-    if on_error not in ("raise", "skip"):
+    if on_error not in ("raise", "skip") and not callable(on_error):
         raise ValueError(
-            f"Expected `on_error` to be 'raise' or 'skip'. Received: on_error={on_error!r}"
+            "Expected `on_error` to be 'raise', 'skip' or a callable. "
+            f"Received: on_error={on_error!r}"
         )
     path = os.fspath(path)
     sampling = _check_sampling(video_sampling, video_fps, video_frames)
-    rows = read_rows(path)
-    if not rows:
+    num_parallel_reads = check_int("num_parallel_reads", num_parallel_reads, minimum=1)
+    check_max_image_pixels(max_image_pixels)
+    folder = os.path.dirname(os.path.abspath(path))
+    bound = path_bound(folder, root, allow_outside)
+    manifest = read_manifest(path)
+    manifest_rows = manifest.rows
+    if not manifest_rows:
         raise ManifestError(f"{path}: the manifest has no rows")
-    columns = _columns(path, rows, modalities, set(ignore), label)
-    labels = _labels(path, rows, label)
+    columns = _columns(path, manifest_rows, modalities, set(ignore), label)
+    check_values(manifest, columns)
+    labels = read_labels(manifest, label)
+    raw = set(image_bytes)
+    wrong = sorted(c for c in raw if columns.get(c) != "image")
+    if wrong:
+        raise ValueError(
+            f"Expected `image_bytes` to name image columns of {list(columns)}. Received: {wrong}"
+        )
+    numbers = (
+        range(1, len(manifest_rows) + 1) if rows is None else _row_numbers(rows, manifest_rows)
+    )
     audio_samples = None if audio_seconds is None else round(audio_seconds * SAMPLE_RATE)
     decoder = _Decoder(
-        os.path.dirname(os.path.abspath(path)),
+        folder,
         columns,
         audio_samples,
         video_frames,
         max_video_frames,
         sampling,
+        bound=bound,
+        max_image_pixels=max_image_pixels,
     )
 
     def decode(item):
@@ -380,26 +410,31 @@ def from_manifest(
         except ManifestError as error:
             if on_error == "raise":
                 raise ManifestError(f"{path}: {error}") from error.__cause__
-            return None, str(error)
+            return None, error
 
     def generate():
         skipped = []
         with concurrent.futures.ThreadPoolExecutor(num_parallel_reads) as pool:
-            numbered = enumerate(rows, start=1)
+            numbered = ((n, manifest_rows[n - 1]) for n in numbers)
             # Bounded look-ahead: decode a few chunks at a time, yield in row order.
             while chunk := list(itertools.islice(numbered, 4 * num_parallel_reads)):
                 for (number, _), (example, error) in zip(
                     chunk, pool.map(decode, chunk), strict=True
                 ):
                     if error is not None:
-                        skipped.append(error)
+                        if callable(on_error):
+                            on_error(number, error)
+                        else:
+                            skipped.append(str(error))
                         continue
                     if labels is not None:
                         example["label"] = labels[number - 1]
+                    if row_numbers:
+                        example["row"] = np.int32(number)
                     yield example
         if skipped:
             listing = "\n  ".join(skipped)
-            message = f"{path}: skipped {len(skipped)} of {len(rows)} rows:\n  {listing}"
+            message = f"{path}: skipped {len(skipped)} of {len(numbers)} rows:\n  {listing}"
             print(message, file=sys.stderr)
             warnings.warn(message, stacklevel=2)
 
@@ -410,12 +445,27 @@ def from_manifest(
     signature["presence"] = tf.TensorSpec((len(columns),), tf.float32)
     if labels is not None:
         signature["label"] = tf.TensorSpec((), tf.int32 if labels.dtype == "int32" else tf.string)
+    if row_numbers:
+        signature["row"] = tf.TensorSpec((), tf.int32)
     dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
+    decoded = {c: k for c, k in columns.items() if c not in raw}
     return dataset.map(
-        _finish(columns, image_size, video_size, video_frames),
+        _finish(decoded, image_size, video_size, video_frames),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
+
+
+def _row_numbers(rows, manifest_rows):
+    """`rows` as a list of valid, increasing 1-based row numbers."""
+    numbers = [int(n) for n in rows]
+    bad = [n for n in numbers if not 1 <= n <= len(manifest_rows)]
+    if bad or any(a >= b for a, b in itertools.pairwise(numbers)):
+        raise ValueError(
+            f"Expected `rows` to be increasing row numbers in 1..{len(manifest_rows)}. "
+            f"Received: {numbers[:10]}{'...' if len(numbers) > 10 else ''}"
+        )
+    return numbers
 
 
 def _spec(kind, audio_samples):

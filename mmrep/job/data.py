@@ -20,6 +20,7 @@ import os
 import numpy as np
 
 from mmrep.data.manifest import ManifestError, frame_mask_key, length_key, read_rows
+from mmrep.utils.atomic_write import atomic_write
 
 SPLITS = ("train", "validation", "test")
 FILE_KINDS = ("image", "audio", "video")
@@ -63,12 +64,10 @@ def _absolute_rows(rows, root, kinds):
 
 
 def _write_jsonl(path, rows):
-    """Writes rows as JSON Lines atomically (a temporary file, then a rename)."""
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "w", encoding="utf-8") as f:
+    """Writes rows as JSON Lines atomically (`mmrep.utils.atomic_write`)."""
+    with atomic_write(path, encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(temporary, path)
     return path
 
 
@@ -94,6 +93,9 @@ class RunData:
         self.builtin = data.get("builtin")
         self.label = None if self.builtin else data["label"]
         self.manifests = {}
+        # The folder a split manifest's paths lie in: the stratified split, written into
+        # the run folder, holds absolute paths into the train manifest's folder.
+        self.roots = {}
         if self.builtin:
             self.classes = [str(d) for d in range(10)] if self._labelled() else None
             return
@@ -124,6 +126,7 @@ class RunData:
         for split, part in (("train", train), ("validation", validation)):
             file = os.path.join(folder, f"{split}_split.jsonl")
             self.manifests[split] = _write_jsonl(file, _absolute_rows(part, root, self.kinds))
+            self.roots[split] = root
 
     def _read_classes(self):
         found = {}
@@ -215,6 +218,7 @@ class RunData:
                 modalities=self.kinds,
                 ignore=self.config["data"]["ignore"],
                 label=self.label or "label",
+                root=self.roots.get(split),
                 **self._sizes(),
             )
             if self.classes is not None:

@@ -39,7 +39,6 @@ Action Recognition", ECCV 2016 (segment-based sampling: one random snippet per s
 in training, the segment centres at test time).
 """
 
-import errno
 import fractions
 import math
 import numbers
@@ -50,6 +49,7 @@ import av
 import numpy as np
 
 from mmrep.preprocessing.image_io import _check_size, resize_image
+from mmrep.preprocessing.regular_file import check_regular
 from mmrep.preprocessing.video_io import (
     FrameSource,
     VideoDecodeError,
@@ -114,7 +114,8 @@ def sample_frames(path, *, fps=None, num_frames=None, strategy=None, size=None, 
 
     Raises:
         FileNotFoundError: if the file does not exist.
-        VideoDecodeError: if the file is not a media file or is corrupt, has no video
+        VideoDecodeError: if the path is not a regular file (a FIFO, device, socket or
+            folder), or the file is not a media file or is corrupt, has no video
             stream, has no decodable frame, or changes frame size while `size` is
             `None`.
         ValueError: if an argument is invalid or the arguments do not fit `strategy`.
@@ -128,8 +129,8 @@ def sample_frames(path, *, fps=None, num_frames=None, strategy=None, size=None, 
     size = _check_size(size)
     rng = _generator(seed) if strategy == "random" else None
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(errno.ENOENT, "No such video file", path)
+    # A FIFO would block FFmpeg's open forever; a device never ends.
+    check_regular(path, VideoDecodeError, "Video file")
     with decode_errors(path):
         source = FrameSource(path)
         try:

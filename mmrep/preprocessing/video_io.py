@@ -22,6 +22,7 @@ import av
 import numpy as np
 
 from mmrep.preprocessing.image_io import _check_size, resize_image
+from mmrep.preprocessing.regular_file import check_regular
 from mmrep.utils.arguments import is_int
 
 _CODECS = ("libx264", "mpeg4")
@@ -150,16 +151,16 @@ def read_video(path, max_frames=256, size=None):
 
     Raises:
         FileNotFoundError: if the file does not exist.
-        VideoDecodeError: if the file is not a media file or is corrupt, has no video
-            stream, has no decodable frame, or changes frame size while `size` is
-            `None`.
+        VideoDecodeError: if the path is not a regular file (a FIFO, device, socket or
+            folder, refused before FFmpeg opens it), or the file is not a media file or
+            is corrupt, has no video stream, has no decodable frame, or changes frame
+            size while `size` is `None`.
         ValueError: if `max_frames` or `size` is invalid.
     """
     max_frames = check_count("max_frames", max_frames)
     size = _check_size(size)
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(errno.ENOENT, "No such video file", path)
+    check_regular(path, VideoDecodeError, "Video file")
     frames, timestamps = [], []
     with decode_errors(path), av.open(path) as container:
         stream = first_video_stream(container, path)

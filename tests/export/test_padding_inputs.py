@@ -280,13 +280,15 @@ def test_embed_manifest_feeds_lengths_and_frame_masks(exported, manifest, tmp_pa
     video = np.stack([video_reference(v) for v in videos])
     np.testing.assert_allclose(np.load(tmp_path / "v.npy"), video, rtol=1e-5, atol=1e-6)
     audio_only = audio_manifest(path, tmp_path)
-    embed_manifest(folder, audio_only, str(tmp_path / "a.npy"), signature="embed_audio")
+    embed_manifest(
+        folder, audio_only, str(tmp_path / "a.npy"), signature="embed_audio", allow_outside=True
+    )
     audio = np.stack([audio_reference(c) for c in clips[:2]])
     np.testing.assert_allclose(np.load(tmp_path / "a.npy"), audio, rtol=1e-5, atol=1e-6)
 
 
 def audio_manifest(path, folder):
-    """A manifest of the first two WAV files alone (absolute paths)."""
+    """A manifest of the first two WAV files alone (absolute paths: `allow_outside=True`)."""
     files = [os.path.join(os.path.dirname(path), f"a{i}.wav") for i in (0, 1)]
     (folder / "audio.csv").write_text("audio\n" + "\n".join(files) + "\n")
     return str(folder / "audio.csv")
@@ -302,9 +304,19 @@ def test_open_length_without_lengths_takes_only_equal_clips(exported, manifest, 
         match=r"audio.csv: rows \[1\] have audio clips of \[4000\] samples, shorter than the "
         r"longest clip of their batch \(6400\).*no padding input 'audio_length'.*batch_size=1",
     ):
-        embed_manifest(folder, audio_only, output, signature=signature, verbose=False)
+        embed_manifest(
+            folder, audio_only, output, signature=signature, verbose=False, allow_outside=True
+        )
     assert not os.path.exists(output)
-    embed_manifest(folder, audio_only, output, signature=signature, batch_size=1, verbose=False)
+    embed_manifest(
+        folder,
+        audio_only,
+        output,
+        signature=signature,
+        batch_size=1,
+        verbose=False,
+        allow_outside=True,
+    )
     audio = np.stack([audio_reference(c) for c in clips[:2]])
     np.testing.assert_allclose(np.load(tmp_path / "e.npy"), audio, rtol=1e-5, atol=1e-6)
 
