@@ -18,7 +18,9 @@ The schema (see the README's "Train on your own data"):
   (no labels needed; `coordinated` only); `"both"` is classification that insists on
   `coordinated`;
 - `[data]`: `train`, `validation`, `test` (manifests), `label`, `ignore`,
-  `validation_fraction`, or `builtin = "mmdigits"`;
+  `validation_fraction`, `root` (a folder the manifests' paths may be anywhere under;
+  by default each manifest's own folder) or `allow_outside = true` (paths anywhere), or
+  `builtin = "mmdigits"`;
 - `[modalities.<name>]`: one table per modality, two or more; the modality's kind is
   its name (`image`, `text`, `audio`, `video`) or the table's `kind`;
 - `[fusion]`: `kind`, `dim`, `vector_dim`; `[head]`: `kind`;
@@ -271,10 +273,14 @@ def _video_table(checker, root, modalities):
     return table
 
 
+# Keys of [data] that only a table of manifests has.
+DATA_FILE_KEYS = ("train", "validation", "test", "root", "allow_outside")
+
+
 def _data_table(checker, root, task):
     builtin = checker.get("builtin", "str", None, choices=BUILTIN_DATA)
     if builtin is not None:
-        for key in ("train", "validation", "test", "label", "ignore", "validation_fraction"):
+        for key in (*DATA_FILE_KEYS, "label", "ignore", "validation_fraction"):
             if key in checker.table:
                 checker.fail(
                     checker.where(key), f"no `{key}` with builtin = {builtin!r}", checker.table[key]
@@ -289,7 +295,19 @@ def _data_table(checker, root, task):
         "validation_fraction": checker.get(
             "validation_fraction", "float", 0.2, minimum=0.0, maximum=1.0
         ),
+        "root": checker.path_value("root", root),
+        "allow_outside": checker.get("allow_outside", "bool", False),
     }
+    if data["root"] is not None and not os.path.isdir(data["root"]):
+        raise ConfigError(
+            f"{checker.source}: `{checker.where('root')}`: expected a folder the manifests' "
+            f"paths lie under. Received: {data['root']!r}, which is not a folder"
+        )
+    if data["root"] is not None and data["allow_outside"]:
+        raise ConfigError(
+            f"{checker.source}: `{checker.where('allow_outside')}`: expected either `root` or "
+            "`allow_outside = true`, not both"
+        )
     for key in ("train", "validation", "test"):
         if data[key] is not None and not os.path.isfile(data[key]):
             raise ConfigError(

@@ -20,6 +20,7 @@ import os
 import numpy as np
 
 from mmrep.data.manifest import ManifestError, frame_mask_key, length_key, read_rows
+from mmrep.data.manifest_file import read_labels, read_manifest
 from mmrep.utils.atomic_write import atomic_write
 
 SPLITS = ("train", "validation", "test")
@@ -100,9 +101,14 @@ class RunData:
             self.classes = [str(d) for d in range(10)] if self._labelled() else None
             return
         self.manifests = {s: data[s] for s in SPLITS if data.get(s)}
+        self.paths = {"root": data.get("root"), "allow_outside": data.get("allow_outside", False)}
         if "validation" not in self.manifests:
             self._split_validation(folder)
         self.classes = self._read_classes() if self._labelled() else None
+
+    def _root(self, split):
+        """The folder a split's paths must lie in (`None`: its manifest's folder)."""
+        return self.roots.get(split) or self.paths["root"]
 
     def _labelled(self):
         return self.config["task"] in ("classification", "both") or self.label is not None
@@ -126,7 +132,7 @@ class RunData:
         for split, part in (("train", train), ("validation", validation)):
             file = os.path.join(folder, f"{split}_split.jsonl")
             self.manifests[split] = _write_jsonl(file, _absolute_rows(part, root, self.kinds))
-            self.roots[split] = root
+            self.roots[split] = self.paths["root"] or root
 
     def _read_classes(self):
         found = {}
@@ -139,7 +145,9 @@ class RunData:
                     f"task {self.config['task']!r} needs a label on every row "
                     "(`data.label` names the column)"
                 )
-            found[split] = {str(r[self.label]) for r in rows}
+            # As `from_manifest` reads them ("007" is 7), so the lookup finds every label.
+            labels = read_labels(read_manifest(path), self.label)
+            found[split] = {str(v) for v in labels.tolist()}
         classes = _class_order(found["train"])
         for split, values in found.items():
             unknown = sorted(values - set(classes))
@@ -218,7 +226,8 @@ class RunData:
                 modalities=self.kinds,
                 ignore=self.config["data"]["ignore"],
                 label=self.label or "label",
-                root=self.roots.get(split),
+                root=None if self.paths["allow_outside"] else self._root(split),
+                allow_outside=self.paths["allow_outside"],
                 **self._sizes(),
             )
             if self.classes is not None:

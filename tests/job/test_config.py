@@ -75,6 +75,8 @@ def readme_expected(folder):
             "label": "label",
             "ignore": ["source"],
             "validation_fraction": 0.2,
+            "root": None,
+            "allow_outside": False,
         },
         "modalities": {
             "image": {
