@@ -47,7 +47,7 @@ def write_video(frames, path, fps=8, codec="libx264"):
 
     The file is written under a temporary name next to `path` and moved into place
     only once complete, so a failed write leaves neither a partial file nor a changed
-    old one.
+    old one. The encoder runs on one thread, so the same frames give the same bytes.
 
     Args:
         frames: uint8 array `[time, height, width, 3]` (RGB), with at least one frame.
@@ -104,7 +104,8 @@ def write_video(frames, path, fps=8, codec="libx264"):
             stream.width, stream.height = width, height
             if codec == "libx264":
                 stream.pix_fmt = "yuv420p" if height % 2 == 0 and width % 2 == 0 else "yuv444p"
-                stream.options = {"crf": "10"}
+                # One encoder thread: x264's frame threads make the bytes vary run to run.
+                stream.options = {"crf": "10", "threads": "1"}
             else:
                 # A fixed quantiser of 2. FFmpeg's encoder ignores a `qscale` option and
                 # `global_quality` (its command line copies that into every frame, which
@@ -112,7 +113,7 @@ def write_video(frames, path, fps=8, codec="libx264"):
                 # to [qmin, qmax], so pinning both sets it.
                 stream.pix_fmt = "yuv420p"
                 stream.codec_context.qscale = True
-                stream.options = {"qmin": "2", "qmax": "2"}
+                stream.options = {"qmin": "2", "qmax": "2", "threads": "1"}
             for index, frame in enumerate(frames):
                 video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
                 video_frame.pts = index
