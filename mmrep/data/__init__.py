@@ -1,7 +1,7 @@
 """Data: the embedded mmdigits data set, manifests for users' own data, feature caching."""
 
 from mmrep.data.feature_cache import cache_features, load_features, load_features_numpy
-from mmrep.data.manifest import ManifestError, from_manifest
+from mmrep.data.manifest import ManifestError, from_manifest, undecodable_images
 from mmrep.data.mmdigits import MODALITIES, SPLITS, load_mmdigits, split_summary
 from mmrep.data.mmdigits_files import export_mmdigits
 from mmrep.data.modality_dropout import with_modality_dropout
@@ -17,5 +17,6 @@ __all__ = [
     "load_features_numpy",
     "load_mmdigits",
     "split_summary",
+    "undecodable_images",
     "with_modality_dropout",
 ]

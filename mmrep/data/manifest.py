@@ -360,7 +360,9 @@ def from_manifest(
             message; `on_error` skips such rows). An image file that is
             complete in form (right signature, intact end) but corrupt inside passes the
             Python check and fails in the graph decoder, as TensorFlow's
-            `InvalidArgumentError` without the row, and `on_error="skip"` cannot skip it.
+            `InvalidArgumentError` without the row, and `on_error="skip"` cannot skip it:
+            `undecodable_images` names such files (the main job and `mmrep embed` do so
+            when the decoder fails).
     """
     import tensorflow as tf
 
@@ -477,3 +479,54 @@ def _spec(kind, audio_samples):
     if kind == "video":
         return tf.TensorSpec((None, None, None, 3), tf.uint8)
     return tf.TensorSpec((), tf.string)
+
+
+def undecodable_images(
+    path,
+    *,
+    modalities=None,
+    ignore=(),
+    label="label",
+    root=None,
+    allow_outside=False,
+    max_image_pixels=MAX_IMAGE_PIXELS,
+    limit=None,
+):
+    """The image cells of a manifest that TensorFlow's decoder refuses, found eagerly.
+
+    `from_manifest` checks image files in Python (complete in form) and decodes them in
+    the graph, where a file corrupt inside fails without naming its row. This decodes
+    every image cell eagerly, as the graph does, to name them: call it when a pipeline
+    over the manifest failed in the decoder (the main job does), or before a long run.
+
+    Args:
+        path: str or path. The manifest.
+        modalities, ignore, label, root, allow_outside, max_image_pixels: as in
+            `from_manifest`.
+        limit: int or `None`. Stop after this many bad cells. Defaults to `None`.
+
+    Returns:
+        A list of dicts `{"row", "column", "file", "reason"}` (rows 1-based), in row order.
+    """
+    from mmrep.preprocessing.image_io import decode_image
+
+    path = os.fspath(path)
+    rows = read_rows(path)
+    columns = _columns(path, rows, modalities, set(ignore), label)
+    folder = os.path.dirname(os.path.abspath(path))
+    bound = path_bound(folder, root, allow_outside)
+    images = [c for c, kind in columns.items() if kind == "image"]
+    bad = []
+    for number, row in enumerate(rows, start=1):
+        for column in images:
+            value = row.get(column)
+            if _empty(value):
+                continue
+            try:
+                file = resolve_file(value, folder, bound)
+                decode_image(read_image_file(file, max_image_pixels=max_image_pixels))
+            except (OSError, ValueError) as error:
+                bad.append({"row": number, "column": column, "file": value, "reason": str(error)})
+                if limit is not None and len(bad) >= limit:
+                    return bad
+    return bad

@@ -163,6 +163,51 @@ class RunData:
             )
         return classes
 
+    def undecodable_images(self, limit=10):
+        """The image cells of the run's manifests that the graph's decoder refuses.
+
+        Returns:
+            A list of `"<manifest>, row <n>, <column> file <path>: <reason>"`, at most
+            `limit` (none for the built-in data set).
+        """
+        from mmrep.data.manifest import undecodable_images
+
+        if self.builtin:
+            return []
+        found = []
+        for split, path in self.manifests.items():
+            bad = undecodable_images(
+                path,
+                modalities=self.kinds,
+                ignore=self.config["data"]["ignore"],
+                label=self.label or "label",
+                root=None if self.paths["allow_outside"] else self._root(split),
+                allow_outside=self.paths["allow_outside"],
+                limit=limit - len(found),
+            )
+            found += [
+                f"{path}, row {b['row']}, {b['column']} file {b['file']!r}: {b['reason']}"
+                for b in bad
+            ]
+            if len(found) >= limit:
+                break
+        return found
+
+    def decode_failure(self):
+        """A `ManifestError` naming the image files the graph cannot decode, or `None`.
+
+        An image file complete in form but corrupt inside passes `from_manifest`'s check
+        and fails in the graph's decoder (`InvalidArgumentError`) without naming its row;
+        after such a failure the manifests are decoded eagerly to name every such file.
+        """
+        bad = self.undecodable_images()
+        if not bad:
+            return None
+        return ManifestError(
+            f"{len(bad)}{'+' if len(bad) >= 10 else ''} image files pass the file check but "
+            "do not decode (corrupt inside); fix or remove their rows:\n  " + "\n  ".join(bad)
+        )
+
     def has(self, split):
         """Whether the run has this split (the built-in data set has all three)."""
         return bool(self.builtin) or split in self.manifests

@@ -133,7 +133,9 @@ def evaluate_run(run, runs_dir="runs", manifest=None, verbose=True):
     if manifest is None:
         data = RunData(config, folder)
         history = rf.read_json(folder, rf.HISTORY_FILE, required=False)
-        metrics = evaluate(run_model, data, limit=limit, folder=folder, history=history)
+        metrics = _named(
+            data, evaluate, run_model, data, limit=limit, folder=folder, history=history
+        )
         if verbose:
             print(f"Wrote {os.path.join(folder, rf.METRICS_FILE)} and the plots")
         return metrics
@@ -145,4 +147,17 @@ def evaluate_run(run, runs_dir="runs", manifest=None, verbose=True):
         raise rf.RunError("a run on the built-in mmdigits data is evaluated on mmdigits only")
     data = RunData(recheck(other), folder)
     data.classes = run_model.classes
-    return evaluate(run_model, data, limit=limit, folder=None, verbose=verbose)
+    return _named(data, evaluate, run_model, data, limit=limit, folder=None, verbose=verbose)
+
+
+def _named(data, function, *args, **kwargs):
+    """`function(*args, **kwargs)`, an image the graph cannot decode named by its row."""
+    import tensorflow as tf
+
+    try:
+        return function(*args, **kwargs)
+    except tf.errors.InvalidArgumentError as error:
+        named = data.decode_failure()
+        if named is None:
+            raise
+        raise named from error

@@ -70,12 +70,15 @@ def train_run(config, *, runs_dir="runs", verbose="auto"):
 
     Raises:
         ConfigError: for a config that does not check; `ManifestError` for manifests
-            that cannot be read; the encoders' errors for weights that cannot be found.
+            that cannot be read (image files corrupt inside, which fail in the graph's
+            decoder, are named with their rows); the encoders' errors for weights that
+            cannot be found.
         RunError: for a `runs_dir` that is a file (or under one) or cannot be written.
         ServingError: with `[export] enabled`, for an `export.dir` that is a file (or
             under one) or cannot be written. Both are checked before any work.
     """
     import keras
+    import tensorflow as tf
 
     from mmrep.export.versions import check_destination
     from mmrep.job import run_folder as rf
@@ -118,13 +121,25 @@ def train_run(config, *, runs_dir="runs", verbose="auto"):
             f"{config['head']['kind']}, {train['epochs']} epochs, batch {train['batch_size']}, "
             f"modality dropout {train['modality_dropout']}, {options}"
         )
-        history, seconds = _fit(run_model, data, strategy, verbose)
+        try:
+            history, seconds = _fit(run_model, data, strategy, verbose)
+        except tf.errors.InvalidArgumentError as error:
+            named = data.decode_failure()
+            if named is None:
+                raise
+            raise named from error
         with atomic_write(os.path.join(temporary, rf.MODEL_FILE), mode=None) as path:
             run_model.serving.save(path)  # the temporary path keeps the ".keras" suffix
         with atomic_write(os.path.join(temporary, rf.CONFIG_FILE), encoding="utf-8") as f:
             f.write(config_to_toml(config))
         rf.write_json(temporary, rf.HISTORY_FILE, history)
-        evaluate(run_model, data, limit=train["limit"], folder=temporary, history=history)
+        try:
+            evaluate(run_model, data, limit=train["limit"], folder=temporary, history=history)
+        except tf.errors.InvalidArgumentError as error:
+            named = data.decode_failure()
+            if named is None:
+                raise
+            raise named from error
         run = {
             "name": name,
             "classes": data.classes,

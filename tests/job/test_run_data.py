@@ -82,3 +82,38 @@ def test_paths_outside_the_manifest_folder_need_root_or_allow_outside(tmp_path):
         else:
             assert [int(e["label"]) for e in run.examples("train")] == [0, 1, 0, 1]
     assert ManifestError  # the refusal is a ManifestError raised while iterating
+
+
+def test_an_image_corrupt_inside_is_named_by_row(tmp_path, capsys):
+    """The graph's decoder fails without a row; the job names the row, the CLI exits 2."""
+    import pytest
+
+    from mmrep.cli import main
+    from mmrep.data import from_manifest, undecodable_images
+    from tests.export.embed_data import corrupt_inside
+
+    rng = np.random.default_rng(2)
+    for split in ("train", "validation"):
+        with open(tmp_path / f"{split}.jsonl", "w") as f:
+            for i in range(4):
+                name = f"{split}{i}.png"
+                data = png_bytes(rng.integers(0, 256, (8, 8, 3), "uint8"))
+                if (split, i) == ("train", 2):
+                    data = corrupt_inside(data)
+                (tmp_path / name).write_bytes(data)
+                f.write(json.dumps({"image": name, "text": "a caption", "label": i % 2}) + "\n")
+    train = str(tmp_path / "train.jsonl")
+    with pytest.raises(Exception, match="PNG") as error:
+        list(from_manifest(train, image_size=8))
+    assert "row 3" not in str(error.value)  # the graph does not know the row...
+    (bad,) = undecodable_images(train)  # ...this does
+    assert (bad["row"], bad["column"], bad["file"]) == (3, "image", "train2.png")
+    config = CONFIG + "\n[train]\nepochs = 1\nbatch_size = 2\n\n[export]\nenabled = false\n"
+    (tmp_path / "run.toml").write_text(config)
+    arguments = ["train", "--config", str(tmp_path / "run.toml"), "--runs-dir", str(tmp_path)]
+    with pytest.raises(SystemExit) as exit_:
+        main(arguments)
+    assert exit_.value.code == 2
+    message = capsys.readouterr().err
+    assert "row 3, image file 'train2.png'" in message and "Traceback" not in message
+    assert not (tmp_path / "labels").exists()
