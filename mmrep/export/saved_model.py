@@ -38,6 +38,10 @@ def export_saved_model(
     - `serving_default`: the model. Inputs are named like the model's inputs (the keys
       of a dict input, else the `keras.Input` names); outputs are named by the keys of a
       dict output, else `output_0`, `output_1`, ... (as Keras' `model.export` names them).
+      With a `presence` input, its values must be 0 or 1 with one row per example, and
+      the rows a modality is absent from are replaced by zeros (`False`, `""`) in that
+      modality's input and its padding inputs before the model runs: a missing modality
+      is never read, so NaN or garbage there cannot reach an output.
     - `embed_<name>` for each entry of `embeddings`: inputs named like that model's
       inputs, output `"embedding"`. An embedding model has one modality input and may
       take its padding beside it, as inputs named after it: `<input>_length` (integer
@@ -122,9 +126,10 @@ def export_saved_model(
             f"Expected `model` to be a keras.Model. Received: model of type {type(model).__name__}"
         )
     check_destination(path, version, overwrite)  # fail before tracing anything
-    functions = {"serving_default": signatures.serving_function(model)}
     input_names = list(signatures.input_specs(model))
     modalities = _modalities(modalities, input_names)
+    # Absent rows are replaced before the model reads them (a missing modality is never read).
+    functions = {"serving_default": signatures.serving_function(model, modalities)}
     tracked = [model]
     for name, embedder in _check_embeddings(embeddings).items():
         what = f"embeddings[{name!r}]"

@@ -115,11 +115,19 @@ def named_outputs(outputs):
     return {"output_0": outputs}
 
 
-def serving_function(model):
+def serving_function(model, modalities=None):
     """A `tf.function` calling `model` in inference mode on a dict of named inputs.
+
+    With a `presence` input and `modalities` (its columns, in order), the rows a modality
+    is absent from are replaced before the model sees them, in the modality's input and
+    its padding inputs (`<m>_length`, `<m>_frame_mask`): zeros, `False` or `""`. So a
+    missing modality is never read, whatever the model does with it: NaN, infinities or
+    values out of range there reach neither its checks nor its outputs.
 
     Args:
         model: a functional or Sequential `keras.Model` with named inputs.
+        modalities: list of str or `None`. The presence columns' modality inputs.
+            Defaults to `None` (inputs passed as they come).
 
     Returns:
         A `tf.function` with an input signature `[{name: TensorSpec}]`, returning a dict
@@ -131,10 +139,37 @@ def serving_function(model):
 
     @tf.function(input_signature=[specs])
     def serve(inputs):
-        inputs = checked_presence(inputs)
+        inputs = gated_by_presence(checked_presence(inputs), modalities or ())
         return named_outputs(model(_feed(kind, names, inputs), training=False))
 
     return serve
+
+
+def gated_by_presence(inputs, modalities):
+    """`inputs` with each modality's rows replaced where its `presence` column is 0.
+
+    Args:
+        inputs: dict `{name: tensor}` holding `presence` `[B, M]` (else returned as is).
+        modalities: the `M` modality input names, in presence-column order.
+
+    Returns:
+        The dict, the inputs `m`, `m_length` and `m_frame_mask` of each modality `m`
+        replaced by zeros (`False`, `""`) in the rows where `m` is absent.
+    """
+    presence = inputs.get(PRESENCE)
+    if presence is None or not modalities:
+        return inputs
+    present = tf.cast(presence, tf.bool) if presence.dtype != tf.bool else presence
+    gated = dict(inputs)
+    for column, modality in enumerate(modalities):
+        keep = present[:, column]
+        for name in (modality, modality + LENGTH_SUFFIX, modality + FRAME_MASK_SUFFIX):
+            if name not in gated:
+                continue
+            x = gated[name]
+            shape = tf.concat([tf.shape(keep), tf.ones([tf.rank(x) - 1], tf.int32)], 0)
+            gated[name] = tf.where(tf.reshape(keep, shape), x, tf.zeros_like(x))
+    return gated
 
 
 PRESENCE = "presence"

@@ -249,3 +249,37 @@ def test_serving_signature_checks_the_presence_of_any_model(tmp_path):
         signature(**{**feed, "presence": tf.constant([[1.0, 1.0], [1.0, 0.5]])})
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"presence.*one row per example"):
         signature(**{**feed, "presence": tf.constant([[1.0, 1.0]])})
+
+
+def test_any_exported_model_never_reads_an_absent_modality(tmp_path):
+    """A model with no gate of its own: the serving signature replaces absent rows."""
+    audio = keras.Input((6,), name="audio")
+    audio_length = keras.Input((), dtype="int32", name="audio_length")
+    text = keras.Input((), dtype="string", name="text")
+    presence = keras.Input((2,), name="presence")
+    # Reads the waveform and its length whatever the presence says: NaN would flow out.
+    total = keras.ops.sum(audio, axis=1, keepdims=True) + keras.ops.cast(
+        audio_length[:, None], "float32"
+    )
+    output = keras.layers.Dense(3)(keras.layers.Concatenate()([total, presence]))
+    model = keras.Model(
+        {"text": text, "audio": audio, "audio_length": audio_length, "presence": presence},
+        {"score": output},
+    )
+    folder = export_saved_model(model, str(tmp_path / "m"), verbose=False)
+    serve = tf.saved_model.load(folder).signatures["serving_default"]
+    waveform = np.random.default_rng(0).uniform(-1, 1, (3, 6)).astype("float32")
+    flags = np.array([[1, 1], [1, 0], [0, 1]], "float32")  # columns: text, audio
+    garbage = waveform.copy()
+    garbage[1] = np.nan
+    lengths = np.array([6, 10**6, 6], "int32")
+    texts = tf.constant(["a", "b", "c"])
+    got = serve(text=texts, audio=garbage, audio_length=lengths, presence=flags)["score"]
+    zeros = waveform.copy()
+    zeros[1] = 0.0
+    expected = model(
+        {"text": texts, "audio": tf.constant(zeros),
+         "audio_length": tf.constant([6, 0, 6]), "presence": tf.constant(flags)}
+    )["score"]  # fmt: skip
+    assert np.isfinite(got.numpy()).all()
+    np.testing.assert_allclose(got.numpy(), keras.ops.convert_to_numpy(expected), atol=1e-6)
