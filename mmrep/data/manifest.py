@@ -491,6 +491,7 @@ def undecodable_images(
     allow_outside=False,
     max_image_pixels=MAX_IMAGE_PIXELS,
     limit=None,
+    rows=None,
 ):
     """The image cells of a manifest that TensorFlow's decoder refuses, found eagerly.
 
@@ -504,6 +505,8 @@ def undecodable_images(
         modalities, ignore, label, root, allow_outside, max_image_pixels: as in
             `from_manifest`.
         limit: int or `None`. Stop after this many bad cells. Defaults to `None`.
+        rows: iterable of int or `None`. The row numbers (1-based, increasing) to check;
+            `None` checks every row. Defaults to `None`.
 
     Returns:
         A list of dicts `{"row", "column", "file", "reason"}` (rows 1-based), in row order.
@@ -511,13 +514,17 @@ def undecodable_images(
     from mmrep.preprocessing.image_io import decode_image
 
     path = os.fspath(path)
-    rows = read_rows(path)
-    columns = _columns(path, rows, modalities, set(ignore), label)
+    manifest_rows = read_rows(path)
+    columns = _columns(path, manifest_rows, modalities, set(ignore), label)
     folder = os.path.dirname(os.path.abspath(path))
     bound = path_bound(folder, root, allow_outside)
     images = [c for c, kind in columns.items() if kind == "image"]
+    numbers = (
+        range(1, len(manifest_rows) + 1) if rows is None else _row_numbers(rows, manifest_rows)
+    )
     bad = []
-    for number, row in enumerate(rows, start=1):
+    for number in numbers:
+        row = manifest_rows[number - 1]
         for column in images:
             value = row.get(column)
             if _empty(value):

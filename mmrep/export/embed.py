@@ -352,17 +352,24 @@ class _Run:
         ]
         self.partial.write_chunk(index, self._arrays(results), skipped)
 
+    def _kinds(self):
+        """`{column: kind}` of the columns read (image bytes are image files)."""
+        plan = self.plan
+        return {
+            plan.columns[i]: "image" if k == "image_bytes" else k for i, k in plan.kinds.items()
+        }
+
+    def _options(self):
+        """The `from_manifest` options given (ignored columns, path bounds)."""
+        return {k: v for k, v in self.dataset_options.items() if v not in (None, False)}
+
     def _dataset(self, numbers):
         from mmrep.data.manifest import from_manifest
 
         plan = self.plan
-        options = {k: v for k, v in self.dataset_options.items() if v not in (None, False)}
-        kinds = {
-            plan.columns[i]: "image" if k == "image_bytes" else k for i, k in plan.kinds.items()
-        }
         dataset = from_manifest(
             self.manifest,
-            modalities=kinds,
+            modalities=self._kinds(),
             image_size=plan.image_size or 224,
             audio_seconds=plan.audio_seconds,
             video_size=plan.video_size or 112,
@@ -371,7 +378,7 @@ class _Run:
             rows=numbers,
             row_numbers=True,
             image_bytes=[plan.columns[i] for i, k in plan.kinds.items() if k == "image_bytes"],
-            **options,
+            **self._options(),
         )
         return dataset.prefetch(2 * self.batch_size)
 
@@ -402,19 +409,12 @@ class _Run:
 
     def _diagnose(self, row):
         """Why the graph could not decode a row: its image files decoded eagerly."""
-        from mmrep.preprocessing.image_io import decode_image, read_image_file
+        from mmrep.data.manifest import undecodable_images
 
-        folder = os.path.dirname(os.path.abspath(self.manifest))
-        for name, kind in self.plan.kinds.items():
-            column = self.plan.columns[name]
-            value = self.rows[row - 1].get(column)
-            if kind != "image" or embed_inputs._empty(value):
-                continue
-            try:
-                decode_image(read_image_file(os.path.join(folder, value)))
-            except (OSError, ValueError) as error:
-                return f"{column} file {value!r}: {error}"
-        return None
+        bad = undecodable_images(
+            self.manifest, modalities=self._kinds(), rows=[row], limit=1, **self._options()
+        )
+        return f"{bad[0]['column']} file {bad[0]['file']!r}: {bad[0]['reason']}" if bad else None
 
     def _run_batch(self, examples):
         """`[(row, example, outputs)]` of the examples that ran; bad rows recorded."""

@@ -24,6 +24,7 @@ import dataclasses
 import numpy as np
 
 from mmrep.data.manifest import KINDS, frame_mask_key, length_key
+from mmrep.data.manifest_file import is_empty
 from mmrep.export.errors import ServingError
 
 PRESENCE = "presence"
@@ -288,17 +289,13 @@ def check_columns(plan, rows, manifest, signature, ignore=(), modalities=()):
     left_out = {}
     if plan.presence is None:
         for number, row in enumerate(rows, start=1):
-            empty = [c for c in fed if _empty(row.get(c))]
+            empty = [c for c in fed if is_empty(row.get(c))]
             if empty:
                 left_out[number] = (
                     f"empty {', '.join(empty)} cell: signature {signature!r} has no "
                     "'presence' input to mark a missing modality"
                 )
     return left_out
-
-
-def _empty(value):
-    return value is None or (isinstance(value, str) and not value.strip())
 
 
 def check_batch(plan, batch, first_row):

@@ -1,17 +1,18 @@
 """Writing `embed_manifest`'s results: .npy, .npz or .parquet, atomically.
 
 The file is written under a hidden temporary name in the output's folder and moved into
-place with `os.replace`, so a reader never sees half a file and a failure leaves none;
-temporary files a killed write left are removed by the next write of that output.
+place with `os.replace` (`mmrep.utils.atomic_write`), so a reader never sees half a file
+and a failure leaves none; temporary files a killed write left are removed by the next
+write of that output.
 """
 
 import json
 import os
-import uuid
 
 import numpy as np
 
 from mmrep.export.errors import MissingDependencyError, OutputExistsError, ServingError
+from mmrep.utils.atomic_write import atomic_write
 
 FORMATS = (".npy", ".npz", ".parquet")
 PARQUET_HINT = 'pip install "mmrep[parquet]"'
@@ -78,34 +79,8 @@ def check_names(path, output_names, extra_names):
 def write_report(path, skipped):
     """Writes the rows left out, one JSON object per line (`row`, `reason`), atomically."""
     text = "".join(json.dumps(entry, ensure_ascii=False) + "\n" for entry in skipped)
-    _atomic(path, lambda f: f.write(text.encode("utf-8")))
-
-
-def _remove_stale(path):
-    """Removes hidden temporary files a killed write of `path` left (`.<name>.*.tmp`)."""
-    folder, name = os.path.split(os.path.abspath(path))
-    prefix = f".{name}."
-    for entry in os.listdir(folder):
-        if entry.startswith(prefix) and entry.endswith(".tmp"):
-            try:
-                os.remove(os.path.join(folder, entry))
-            except OSError:
-                pass
-
-
-def _atomic(path, write):
-    """Writes `path` through `write(file)` into a hidden temporary file, then renames it."""
-    _remove_stale(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    temp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        with open(temp, "wb") as f:
-            write(f)
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.remove(temp)
-        raise
+    with atomic_write(path, "wb") as f:
+        f.write(text.encode("utf-8"))
 
 
 def npy_output(path, output_names):
@@ -165,7 +140,8 @@ def write_output(path, extension, outputs, labels=None, npy_output=None, extra=N
         else:
             np.savez(f, **outputs, **extra)
 
-    _atomic(path, write)
+    with atomic_write(path, "wb") as f:
+        write(f)
 
 
 def _write_parquet(path, outputs, extra):

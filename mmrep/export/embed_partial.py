@@ -15,11 +15,11 @@ import hashlib
 import json
 import os
 import shutil
-import uuid
 
 import numpy as np
 
 from mmrep.export.errors import ServingError
+from mmrep.utils.atomic_write import atomic_write
 
 STATE_FILE = "state.json"
 SKIPPED_KEY = "__skipped__"
@@ -92,7 +92,6 @@ class PartialRun:
         else:
             os.makedirs(self.folder)
         self._write_json(STATE_FILE, {**self.state, "pid": os.getpid()})
-        self._remove_stale_temporaries()
 
     def _check_same_run(self):
         try:
@@ -122,26 +121,15 @@ class PartialRun:
                 "start over"
             )
 
-    def _remove_stale_temporaries(self):
-        for name in os.listdir(self.folder):
-            if name.startswith(".") and name.endswith(".tmp"):
-                os.remove(os.path.join(self.folder, name))
-
     def _write_json(self, name, value):
         self._atomic(name, lambda f: f.write(json.dumps(value, indent=2).encode()))
 
     def _atomic(self, name, write):
-        temp = os.path.join(self.folder, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
-        try:
-            with open(temp, "wb") as f:
-                write(f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(temp, os.path.join(self.folder, name))
-        except BaseException:
-            if os.path.exists(temp):
-                os.remove(temp)
-            raise
+        """Writes `name` in the work folder atomically, flushed to disk before the rename."""
+        with atomic_write(os.path.join(self.folder, name), "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
 
     @staticmethod
     def chunk_name(index):

@@ -11,6 +11,7 @@ from keras import ops
 
 from mmrep.utils.arguments import is_int
 from mmrep.utils.masks import as_bool_mask
+from mmrep.utils.modalities import check_presence_batch
 from mmrep.utils.value_checks import checked_flags
 
 
@@ -287,29 +288,13 @@ class PresenceGate(keras.layers.Layer):
         what = f"presence flags (column {self.column})"
         return as_bool_mask(checked_flags(flags, self.name, what))
 
-    def _check_batch(self, x, present):
-        expected, received = x.shape[0], present.shape[0]
-        if expected is not None and received is not None:
-            if expected != received:
-                raise ValueError(
-                    f"{self.name}: expected `presence` with one row per example ({expected} "
-                    f"examples). Received {received} rows"
-                )
-            return x
-        check = tf.debugging.assert_equal(
-            tf.shape(present)[0],
-            tf.shape(x)[0],
-            message=f"{self.name}: `presence` must have one row per example of the inputs",
-        )
-        with tf.control_dependencies([check]):
-            return tf.identity(x)
-
     def call(self, inputs, presence):
         present = self._present(tf.convert_to_tensor(presence))
 
         def gate(x):
-            x = self._check_batch(tf.convert_to_tensor(x), present)
-            keep = tf.reshape(present, [-1] + [1] * (len(x.shape) - 1))
+            x = tf.convert_to_tensor(x)
+            keep = check_presence_batch(self, present, x)
+            keep = tf.reshape(keep, [-1] + [1] * (len(x.shape) - 1))
             return tf.where(keep, x, tf.zeros_like(x))
 
         return keras.tree.map_structure(gate, inputs)

@@ -157,12 +157,16 @@ def check_presence(layer, presence, modalities, reference=None):
             f"Received shape: {shape}"
         )
     if reference is not None:
-        presence = _check_batch(layer, presence, reference)
+        presence = check_presence_batch(layer, presence, reference)
     return as_bool_mask(presence)
 
 
-def _check_batch(layer, presence, reference):
-    """`presence`, after checking its batch size against `reference`'s (no broadcasting)."""
+def check_presence_batch(layer, presence, reference):
+    """`presence`, after checking its batch size against `reference`'s (no broadcasting).
+
+    A static mismatch is a `ValueError` naming `layer`; otherwise, in a TensorFlow graph,
+    an in-graph assertion the returned tensor depends on.
+    """
     expected, received = reference.shape[0], presence.shape[0]
     if expected is not None and received is not None:
         if expected != received:

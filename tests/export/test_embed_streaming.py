@@ -26,6 +26,7 @@ from mmrep.export import (
     runtime_needs,
 )
 from mmrep.export.embed import report_path
+from mmrep.utils.atomic_write import writer_tag
 from tests.export import embed_data
 
 ROWS = 40
@@ -203,7 +204,9 @@ def test_stale_temporary_files_are_removed(model, data, tmp_path):
     _, folder = model
     manifest, _ = data
     output = tmp_path / "e.npz"
-    stale = tmp_path / ".e.npz.0123456789ab.tmp"
+    finished = subprocess.Popen(["true"])
+    finished.wait()  # its pid names a writer that is gone
+    stale = tmp_path / f".e.npz.{writer_tag(finished.pid)}.tmp.npz"
     stale.write_bytes(b"left by a killed write")
     embed(folder, manifest, output)
     assert sorted(os.listdir(tmp_path)) == ["data", "e.npz"]
